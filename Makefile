@@ -1,0 +1,32 @@
+# SAGERec: the two quick-start commands are `make train` and `make test`; each sets up what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU wheel of torch by default (a plain `torch` resolves to a multi-GB CUDA build on a CPU machine).
+# On a GPU machine: make train TORCH="torch>=2.2"
+TORCH  ?= torch==2.13.0
+# The packaged Sentence-BERT model needs no network; set HF_HUB_OFFLINE=0 to let other models download.
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install train test check docs clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+train: install
+	mkdir -p runs
+	$(BIN)/papermill nbs/train.ipynb runs/quickstart.ipynb
+
+check: install
+	$(BIN)/python tools/check.py
+
+test: check
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) _site _docs
