@@ -1,0 +1,313 @@
+# %% [markdown]
+# # Sequence encoder
+# > A SASRec-style causal Transformer: right-aligned learned positions, causal and padding masks, pre-LayerNorm blocks, PyTorch's fused attention.
+
+# %%
+#| default_exp encoder
+
+# %%
+#| export
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from sagerec.core import check
+
+# %%
+#| hide
+from fastcore.test import test_close, test_eq, test_fail
+
+from sagerec.core import SageRecError, seed_everything
+
+
+# %% [markdown]
+# ## Masks
+#
+# Sequences are left-padded with item 0, so a batch row looks like `[0, 0, 0, v1, v2, v3]`. Query $t$ may attend
+# to key $s$ when $s \le t$ (causal) and key $s$ is a real item (padding). A padding query then has no key at
+# all, and a softmax over nothing is `NaN`; so every query may also attend to **itself**. For a real item that
+# changes nothing (it is a valid earlier-or-equal key anyway); a padding query gets a finite, ignored output.
+
+# %%
+#| export
+def attention_mask(valid: Tensor,  # (B, L) bool, True at real items
+                  ) -> Tensor:  # (B, 1, L, L) bool, True where query t may attend to key s
+    "Causal + key-padding mask for `F.scaled_dot_product_attention`; each query also sees itself (no empty rows)."
+    L = valid.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=valid.device).tril()  # (L, L)
+    self_ = torch.eye(L, dtype=torch.bool, device=valid.device)  # (L, L)
+    return causal & (valid[:, None, None, :] | self_)  # (B, 1, L, L)
+
+
+# %%
+valid = torch.tensor([[False, False, True, True], [True, True, True, True]])
+m = attention_mask(valid)
+m[0, 0].int()
+
+# %%
+test_eq(m.shape, (2, 1, 4, 4))
+test_eq(m[0, 0].int().tolist(), [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]])  # pads see only themselves
+test_eq(m[1, 0], torch.ones(4, 4, dtype=torch.bool).tril())  # a full row is plain causal
+assert m.any(-1).all()  # no query with an empty row
+
+
+# %% [markdown]
+# ## Packed tokens: no compute on padding
+#
+# Most of a left-padded batch is padding (Beauty: about 9 items per user against a width of up to 50), and every
+# position-wise part of a block (LayerNorm, projections, FFN, dropout) would spend most of its time on it. So the
+# encoder works on **packed tokens**: the n real items of the batch as an (n, D) matrix, in row-major order.
+# Only attention needs the (B, L) layout: the projected queries, keys and values are scattered into a zero
+# (B, L, .) tensor, attended with the mask above, and the real positions gathered back. Padding positions are
+# never computed and come out as exact zeros.
+
+# %%
+#| export
+class Packing:
+    "Where the real items of a left-padded (B, L) batch sit: flat indices, and converters between layouts."
+    def __init__(self, valid: Tensor):  # (B, L) bool
+        self.valid = valid
+        self.B, self.L = valid.shape
+        self.flat = valid.reshape(-1).nonzero().squeeze(1)  # (n,) indices into the flattened (B*L) batch
+        self.mask = attention_mask(valid)  # (B, 1, L, L)
+
+    @property
+    def n(self) -> int: return self.flat.shape[0]
+
+    def columns(self) -> Tensor: return self.flat % self.L  # (n,) column of each real item
+
+    def pack(self, x: Tensor) -> Tensor:  # (B, L, C) -> (n, C)
+        return x.reshape(self.B * self.L, -1).index_select(0, self.flat)
+
+    def unpack(self, xp: Tensor) -> Tensor:  # (n, C) -> (B, L, C), zeros at padding
+        return xp.new_zeros(self.B * self.L, xp.shape[-1]).index_copy(0, self.flat, xp).view(self.B, self.L, -1)
+
+
+# %%
+valid = torch.tensor([[False, True, True], [False, False, True]])
+pk = Packing(valid)
+xb = torch.arange(6.).view(2, 3, 1)
+pk.flat, pk.pack(xb).squeeze(1), pk.unpack(pk.pack(xb)).squeeze(-1)
+
+# %%
+test_eq(pk.n, 3); test_eq(pk.columns(), torch.tensor([1, 2, 2]))
+test_eq(pk.pack(xb).squeeze(1), torch.tensor([1., 2., 5.]))
+test_eq(pk.unpack(pk.pack(xb)).squeeze(-1), torch.tensor([[0., 1., 2.], [0., 0., 5.]]))
+
+
+# %% [markdown]
+# ## Blocks
+#
+# Multi-head self-attention uses `F.scaled_dot_product_attention`, which dispatches to a fused kernel
+# (flash / memory-efficient on GPU, a fused CPU kernel) when one applies, and to the reference math otherwise.
+# A block is pre-LayerNorm, as in the paper:
+# $H = X + \mathrm{MHA}(\mathrm{LN}(X))$, $X' = H + \mathrm{FFN}(\mathrm{LN}(H))$, with
+# $\mathrm{FFN}(x) = \max(0, xW_1 + b_1)W_2 + b_2$ of width $d$ (as SASRec). Dropout (one rate, as SASRec) acts on
+# the attention probabilities, on the attention output, after the ReLU and on the FFN output. All of it runs on
+# packed tokens.
+
+# %%
+#| export
+class SelfAttention(nn.Module):
+    "Multi-head self-attention with an output projection, on PyTorch's fused attention, for packed tokens."
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        check(dim % n_heads == 0, f"dim={dim} is not divisible by n_heads={n_heads}: pick n_heads that divides dim.")
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)  # W_Q, W_K, W_V stacked
+        self.out = nn.Linear(dim, dim)  # W_O
+
+    def forward(self, xp: Tensor, pk: Packing) -> Tensor:  # (n, D) -> (n, D)
+        D, H = xp.shape[-1], self.n_heads
+        qkv = pk.unpack(self.qkv(xp)).view(pk.B, pk.L, 3, H, D // H).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, D/H)
+        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=pk.mask,
+                                           dropout_p=self.dropout if self.training else 0.0)  # (B, H, L, D/H)
+        return self.out(pk.pack(y.transpose(1, 2)))  # (n, D)
+
+class FeedForward(nn.Module):
+    "Position-wise FFN: Linear, ReLU, dropout, Linear, dropout (width d, as SASRec)."
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: Tensor) -> Tensor: return self.net(x)  # (n, D)
+
+class Block(nn.Module):
+    "Pre-LayerNorm Transformer block: $H = X + \\mathrm{MHA}(\\mathrm{LN}(X))$, $X' = H + \\mathrm{FFN}(\\mathrm{LN}(H))$."
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.ln1, self.attn, self.drop = nn.LayerNorm(dim), SelfAttention(dim, n_heads, dropout), nn.Dropout(dropout)
+        self.ln2, self.ffn = nn.LayerNorm(dim), FeedForward(dim, dropout)
+
+    def forward(self, xp: Tensor, pk: Packing) -> Tensor:  # (n, D) -> (n, D)
+        xp = xp + self.drop(self.attn(self.ln1(xp), pk))  # (n, D)
+        return xp + self.ffn(self.ln2(xp))  # (n, D)
+
+
+# %% [markdown]
+# ## The encoder
+#
+# Input: the item embeddings of a left-padded batch, (B, L, D), and which positions are real (or, with
+# `forward_packed`, the real items' embeddings already packed, which saves looking up padding). The embeddings
+# are scaled by $\sqrt d$ (SASRec's reference code does this; the paper's $x_t = z_{v_t} + p_t$ does not say,
+# so `scale_input` switches it), the learned positional embedding is added, then dropout, the blocks and a
+# final LayerNorm.
+#
+# **Positions are right-aligned**: with `max_len` positions, the last column of a batch always gets position
+# `max_len - 1`, the one before `max_len - 2`, and so on. The position of an item then depends only on how far
+# it is from the end of the sequence, not on how wide the batch is, so a batch trimmed to its longest
+# sequence gives the same outputs (the trainer relies on this to skip padding). `use_position=False` removes
+# the positional embedding (ablation E).
+
+# %%
+#| export
+class SASRecEncoder(nn.Module):
+    "Causal Transformer over left-padded item embeddings, with right-aligned learned positions."
+    def __init__(self,
+                 dim: int = 50,  # d, embedding width (paper: 50)
+                 n_blocks: int = 2,  # Transformer blocks (paper: 2)
+                 n_heads: int = 1,  # attention heads (paper: unspecified; SASRec: 1)
+                 dropout: float = 0.5,  # one rate for embeddings, attention and FFN (SASRec: 0.5 Amazon, 0.2 ML-1M)
+                 max_len: int = 50,  # positions (paper: 50 Beauty/Toys, 165 ML-1M)
+                 use_position: bool = True,  # learned positional embedding (False: ablation E)
+                 scale_input: bool = True,  # multiply item embeddings by sqrt(d) (SASRec's code)
+                ):
+        super().__init__()
+        self.dim, self.max_len, self.scale_input = dim, max_len, scale_input
+        self.pos_emb = nn.Embedding(max_len, dim) if use_position else None
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout) for _ in range(n_blocks))
+        self.ln = nn.LayerNorm(dim)
+
+    def forward_packed(self,
+                       xp: Tensor,  # (n, D) embeddings of the real items, row-major over the batch
+                       pk: Packing,  # where they sit in the (B, L) batch
+                      ) -> Tensor:  # (n, D) hidden state of each real item
+        "The encoder on packed tokens."
+        check(pk.L <= self.max_len, f"The batch has {pk.L} positions but the encoder has max_len={self.max_len}: keep only "
+                                    f"the last {self.max_len} items of each sequence (or build the model with a larger max_len).")
+        if self.scale_input: xp = xp * self.dim ** 0.5
+        if self.pos_emb is not None: xp = xp + self.pos_emb(pk.columns() + (self.max_len - pk.L))  # (n, D) right-aligned
+        xp = self.drop(xp)  # (n, D)
+        for block in self.blocks: xp = block(xp, pk)  # (n, D)
+        return self.ln(xp)  # (n, D)
+
+    def forward(self,
+                x: Tensor,  # (B, L, D) item embeddings of a left-padded batch, L <= max_len
+                valid: Tensor,  # (B, L) bool, True at real items
+               ) -> Tensor:  # (B, L, D) hidden state per position, 0 at padding
+        pk = Packing(valid)
+        return pk.unpack(self.forward_packed(pk.pack(x), pk))
+
+
+# %%
+seed_everything(0)
+enc = SASRecEncoder(dim=8, n_blocks=2, n_heads=2, dropout=0.2, max_len=6).eval().requires_grad_(False)  # values only
+x = torch.randn(3, 5, 8)  # (B, L, D)
+valid = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]], dtype=torch.bool)
+h = enc(x, valid)
+h.shape, h[0, :, :3]
+
+# %%
+test_eq(h.shape, (3, 5, 8))
+test_eq(h[~valid], torch.zeros(int((~valid).sum()), 8))  # padding outputs are exactly zero
+assert torch.isfinite(h).all()
+test_eq(sum(p.numel() for p in enc.pos_emb.parameters()), 6 * 8)
+test_close(enc.forward_packed(Packing(valid).pack(x), Packing(valid)), h[valid], eps=1e-6)  # the packed entry point
+
+
+# %% [markdown]
+# **Packing changes nothing**: the same weights applied to every position of the padded batch (SASRec's way,
+# zeroing padding after each block) give the same outputs at the real items.
+
+# %%
+def padded_reference(enc, x, valid):
+    "The encoder's computation on the full padded batch, every position computed (eval mode, for checking)."
+    B, L, D = x.shape
+    keep, mask, H = valid[..., None].float(), attention_mask(valid), enc.blocks[0].attn.n_heads
+    x = (x * D ** 0.5 + enc.pos_emb.weight[enc.max_len - L:]) * keep  # (B, L, D)
+    for b in enc.blocks:
+        q, k, v = b.attn.qkv(b.ln1(x)).view(B, L, 3, H, D // H).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, D/H)
+        x = x + b.attn.out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B, L, D))
+        x = (x + b.ffn(b.ln2(x))) * keep
+    return enc.ln(x) * keep
+
+ref = padded_reference(enc, x, valid)
+(ref - h).abs().max()
+
+# %%
+test_close(ref, h, eps=1e-5)
+
+# %% [markdown]
+# **Causality**: changing a later item leaves every earlier output unchanged (evaluation mode, no dropout).
+
+# %%
+x2 = x.clone(); x2[:, 3] = torch.randn(3, 8)  # change the item at column 3
+h2 = enc(x2, valid)
+(h2 - h).abs().amax(-1)  # per position: only columns 3 and after move
+
+# %%
+test_close(h2[:, :3], h[:, :3], eps=1e-6)
+assert (h2[:, 3:][valid[:, 3:]] - h[:, 3:][valid[:, 3:]]).abs().amax() > 1e-3
+
+# %% [markdown]
+# **Padding invariance**: whatever sits at padding positions has no effect on real positions, and a batch
+# trimmed of its leading all-padding columns gives the same outputs (right-aligned positions).
+
+# %%
+x3 = x.clone(); x3[~valid] = 100 * torch.randn(int((~valid).sum()), 8)  # garbage at padding
+h3 = enc(x3, valid)
+h_rows = enc(x[[0, 2]][:, 2:], valid[[0, 2]][:, 2:])  # rows 0 and 2 only need the last 3 columns
+(h3 - h).abs().max(), (h_rows - h[[0, 2]][:, 2:]).abs().max()
+
+# %%
+test_close(h3, h, eps=1e-6)
+test_close(h_rows, h[[0, 2]][:, 2:], eps=1e-5)
+test_close(enc(x[2:, 4:], valid[2:, 4:]), h[2:, 4:], eps=1e-5)  # a one-item sequence alone
+
+# %% [markdown]
+# **No NaN from empty rows**: an all-padding sequence (a user with no history) gives zeros, in training mode
+# too, and gradients stay finite.
+
+# %%
+enc.train().requires_grad_(True)
+xe = torch.randn(2, 5, 8, requires_grad=True)
+he = enc(xe, torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.bool))
+he.sum().backward()
+he[0].abs().max(), torch.isfinite(xe.grad).all()
+
+# %%
+test_eq(he[0].detach(), torch.zeros(5, 8))
+assert torch.isfinite(he).all() and torch.isfinite(xe.grad).all()
+enc.eval().requires_grad_(False);
+
+# %% [markdown]
+# **Without positions** (ablation E) there is no positional parameter, and with one block the last output
+# treats the earlier items as a set: swapping two of them changes nothing. With positions it does.
+
+# %%
+seed_everything(0)
+nopos = SASRecEncoder(dim=8, n_blocks=1, max_len=6, use_position=False, dropout=0.0).eval().requires_grad_(False)
+withpos = SASRecEncoder(dim=8, n_blocks=1, max_len=6, dropout=0.0).eval().requires_grad_(False)
+xs, vs = torch.randn(1, 4, 8), torch.ones(1, 4, dtype=torch.bool)
+swapped = xs[:, [1, 0, 2, 3]]  # swap the first two items
+[n for n, _ in nopos.named_parameters() if "pos" in n], (nopos(swapped, vs) - nopos(xs, vs))[0, -1].abs().max(), (withpos(swapped, vs) - withpos(xs, vs))[0, -1].abs().max()
+
+# %%
+test_eq(nopos.pos_emb, None)
+test_close(nopos(swapped, vs)[0, -1], nopos(xs, vs)[0, -1], eps=1e-5)  # one block, no positions: a set
+assert (withpos(swapped, vs) - withpos(xs, vs))[0, -1].abs().max() > 1e-3
+
+# %% [markdown]
+# ## Errors a user can act on
+
+# %%
+test_fail(lambda: enc(torch.randn(1, 7, 8), torch.ones(1, 7, dtype=torch.bool)), contains="max_len=6")
+test_fail(lambda: SASRecEncoder(dim=50, n_heads=3), contains="not divisible by n_heads=3")
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()

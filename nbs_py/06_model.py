@@ -1,0 +1,577 @@
+# %% [markdown]
+# # The model
+# > SAGERec and its no-graph variant (SASRec) behind one model contract: item tables, encoding, BCE loss, full-catalogue and candidate scores.
+
+# %%
+#| default_exp model
+
+# %%
+#| export
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from sagerec.core import check
+from sagerec.encoder import Packing, SASRecEncoder
+from sagerec.propagation import NODE_DROPOUT_MODES, GraphPropagation
+
+# %%
+#| hide
+import time
+from types import SimpleNamespace
+
+from fastcore.test import test_close, test_eq, test_fail
+
+from sagerec.core import SageRecError, seed_everything
+
+# %% [markdown]
+# ## Configuration
+#
+# One dataclass holds every model hyperparameter, with the paper's values as defaults (SPEC.md). The ablations
+# of Table 5 are settings of it: (A) `graph_mode="learned"`, (B) `graph_mode="fixed"`, (C) `graph_mode="none"`
+# (or `build_model("sasrec", ...)`), (D) `graph_mode="learned"` on a graph from `sagerec.graph.random_graph`,
+# (E) `use_position=False`. Self-loops are edges of the graph (`build_graph(self_loops=True)`), not a model setting.
+#
+# **Output embeddings** (`output_embedding`): the paper scores $r_i = z_T \cdot e_i$ with "the learnable embedding
+# of item $v_i$", which can be read as the raw table or the graph-enhanced one. The default here is `"graph"`:
+# the same propagated table is used for the input items and for scoring, so an item with few interactions is
+# scored through its graph neighbours too (what the paper's cold-start analysis describes). `"raw"` scores with
+# the raw table. Record the value with every run.
+#
+# **L2** (`l2=1e-5`): added to the loss as `l2 * (‖item table‖² + ‖position table‖²)`, the squared norms of the
+# whole embedding tables (the paper: "L2 regularisation on the embedding parameters"), not only the rows a batch
+# touches. Other parameters (edge MLP, Transformer) get none.
+
+# %%
+#| export
+GRAPH_MODES = ("learned", "fixed", "none")
+OUTPUT_EMBEDDINGS = ("graph", "raw")
+
+@dataclass
+class ModelConfig:
+    "Hyperparameters of SAGERec and its ablations (defaults: the paper's, for the sparse Amazon datasets)."
+    dim: int = 50  # d, width of item embeddings and hidden states (paper: 50)
+    n_blocks: int = 2  # Transformer blocks (paper: 2)
+    n_heads: int = 1  # attention heads (paper: unspecified; SASRec: 1)
+    dropout: float = 0.5  # Transformer dropout (unspecified; SASRec: 0.5 sparse Amazon, 0.2 ML-1M)
+    max_len: int = 50  # positions (paper: 50 Beauty/Toys, 165 ML-1M)
+    use_position: bool = True  # learned positional embedding (False: ablation E)
+    scale_input: bool = True  # scale item embeddings by sqrt(d) before adding positions (SASRec's code)
+    graph_mode: str = "learned"  # "learned" edge MLP (A), "fixed" cosine weights (B), "none" no graph (C)
+    n_graph_layers: int = 1  # propagation layers (paper: 1)
+    edge_dropout: float = 0.2  # share of undirected edges dropped per training step (paper: 0.2)
+    node_dropout: float = 0.5  # share of nodes dropped per training step (paper: 0.5)
+    node_dropout_mode: str = "messages"  # "messages": dropped nodes send nothing; "rows": row dropout on the table
+    symmetric_edges: bool = True  # one learned weight per undirected edge (mean of both orders' logits)
+    output_embedding: str = "graph"  # score items with the "graph"-enhanced table or the "raw" table
+    l2: float = 1e-5  # weight of the squared L2 norm of the embedding tables (paper: 1e-5)
+
+    def __post_init__(self):
+        check(self.graph_mode in GRAPH_MODES, f"graph_mode={self.graph_mode!r}: use one of {GRAPH_MODES}.")
+        check(self.output_embedding in OUTPUT_EMBEDDINGS, f"output_embedding={self.output_embedding!r}: use one of {OUTPUT_EMBEDDINGS}.")
+        check(self.node_dropout_mode in NODE_DROPOUT_MODES, f"node_dropout_mode={self.node_dropout_mode!r}: use one of {NODE_DROPOUT_MODES}.")
+        check(self.dim > 0 and self.n_heads > 0 and self.dim % self.n_heads == 0,
+              f"dim={self.dim} must be a positive multiple of n_heads={self.n_heads}.")
+        check(self.max_len > 0 and self.n_blocks >= 0 and self.n_graph_layers >= 1,
+              f"max_len={self.max_len}, n_blocks={self.n_blocks}, n_graph_layers={self.n_graph_layers}: need max_len >= 1, n_blocks >= 0, n_graph_layers >= 1.")
+        for k in ("dropout", "edge_dropout", "node_dropout"):
+            check(0 <= getattr(self, k) < 1, f"{k}={getattr(self, k)} must be in [0, 1).")
+        check(self.l2 >= 0, f"l2={self.l2} must be >= 0.")
+
+
+# %%
+ModelConfig()
+
+# %%
+test_eq((ModelConfig().dim, ModelConfig().graph_mode, ModelConfig().output_embedding), (50, "learned", "graph"))
+test_fail(lambda: ModelConfig(graph_mode="random"), contains="graph_mode='random'")
+test_fail(lambda: ModelConfig(dim=50, n_heads=3), contains="multiple of n_heads=3")
+test_fail(lambda: ModelConfig(dropout=1.0), contains="dropout=1.0 must be in [0, 1)")
+
+# %% [markdown]
+# ## The model contract
+#
+# Every sequential recommender in this project (SAGERec, its ablations, later baselines) is a `SeqRecModel`.
+# A subclass says how to build its two item tables for a step (`compute_tables`: the input table fed to the
+# encoder and the output table used for scores), how to encode a batch given the input table (`encode_with`),
+# its regulariser (`l2_penalty`) and its initialisation (`reset_parameters`). The base class provides what the
+# trainer and the evaluator call:
+#
+# | call | shapes | meaning |
+# |---|---|---|
+# | `item_embeddings()` | (N+1, D) | input item table of this step (graph-enhanced for SAGERec) |
+# | `output_embeddings()` | (N+1, D) | the table scores are taken against |
+# | `encode(seqs)` | (B, L) -> (B, L, D) | hidden state per position of a left-padded batch, L <= max_len |
+# | `loss(seqs, pos, neg)` | (B, L), (B, L), (B, L, K) or (B, L) -> () | BCE on every position with `pos != 0`, plus L2 |
+# | `score_all(seqs)` | (B, L) -> (B, N+1) | scores of every item after the last position; column 0 is `-inf` |
+# | `score_candidates(seqs, cand)` | (B, L), (B, C) -> (B, C) | scores of given items (id 0 -> `-inf`) |
+#
+# **Loss.** At every position $t$ with a target (`pos[b, t] != 0`), with hidden state $z_t$ and output table $e$:
+# $-\log\sigma(z_t \cdot e_{pos}) - \frac1K\sum_k \log(1 - \sigma(z_t \cdot e_{neg_k}))$, averaged over those positions
+# (SASRec's loss; with one negative it is exactly SASRec's two BCE means). Any number K of negatives per position
+# works; the trainer draws them. Negatives at positions without a target are ignored.
+#
+# **Cost.** The tables are computed once per `loss` call, so the graph propagation runs once per training step
+# over the whole catalogue. In evaluation (`model.eval()` and `torch.no_grad()`), the tables are computed once
+# and cached: the cache is keyed by the count of optimiser steps taken in the process (torch's global step
+# hook), and by every parameter's storage and version counter (bumped by in-place writes such as
+# `load_state_dict`), and dropped by `train()` / `eval()`, so it cannot go stale. The version counter alone is not
+# enough: a fused Adam step (torch 2.13, CPU) updates parameters without bumping it (shown below). With gradients enabled
+# nothing is cached. (Writing to a parameter through `p.data` bypasses torch's version counter: call
+# `model.clear_cache()` after doing that.)
+
+# %%
+#| export
+_optimizer_steps = [0]  # steps taken by any torch optimizer in this process
+
+def _count_optimizer_step(optimizer, args, kwargs): _optimizer_steps[0] += 1
+
+# Fused optimizers (Adam(fused=True), the GPU default for some setups) update parameters without bumping
+# their version counters, so every optimiser step is also counted here, through torch's global step hook.
+_step_hook = register_optimizer_step_post_hook(_count_optimizer_step)
+
+class SeqRecModel(nn.Module):
+    "Base class of every sequential recommender: the model contract used by training and evaluation."
+    def __init__(self, n_items: int):  # items are 1..n_items, 0 = padding
+        super().__init__()
+        check(int(n_items) >= 1, f"n_items={n_items}: a model needs at least one item.")
+        self.n_items = int(n_items)
+        self._cache: tuple | None = None
+
+    # --- what a subclass defines
+    def compute_tables(self) -> tuple[Tensor, Tensor]:  # input table (N+1, D), output table (N+1, D)
+        "The input and output item tables for this step (no caching)."
+        raise NotImplementedError
+
+    def encode_with(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) with table (N+1, D) -> (B, L, D)
+        "Hidden states of a left-padded batch, looking items up in `table`."
+        raise NotImplementedError
+
+    def l2_penalty(self) -> Tensor:  # ()
+        "The regulariser added to the loss (default: none)."
+        return torch.zeros((), device=next(self.parameters()).device)
+
+    def reset_parameters(self) -> None:
+        "Re-initialise every parameter."
+        raise NotImplementedError
+
+    # --- the contract
+    def _state_key(self) -> tuple:
+        return _optimizer_steps[0], tuple((p.data_ptr(), p._version) for p in self.parameters())
+
+    def tables(self) -> tuple[Tensor, Tensor]:  # input (N+1, D), output (N+1, D)
+        "`compute_tables()`, cached in eval mode without gradients until a parameter changes or `train()` is called."
+        if self.training or torch.is_grad_enabled(): return self.compute_tables()
+        key = self._state_key()
+        if self._cache is None or self._cache[0] != key: self._cache = (key, self.compute_tables())
+        return self._cache[1]
+
+    def clear_cache(self) -> None:
+        "Drop the cached eval tables (needed only after writing to parameters through `.data`, which torch does not version)."
+        self._cache = None
+
+    def train(self, mode: bool = True):
+        self.clear_cache()
+        return super().train(mode)
+
+    def item_embeddings(self) -> Tensor: return self.tables()[0]  # (N+1, D)
+    def output_embeddings(self) -> Tensor: return self.tables()[1]  # (N+1, D)
+
+    def encode(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, L, D)
+        "Hidden state per position of a left-padded batch of item ids."
+        self._check_ids(seqs, "seqs")
+        return self.encode_with(seqs, self.item_embeddings())
+
+    def _check_ids(self, *named) -> None:
+        for t, name in zip(named[::2], named[1::2]):
+            check(not t.is_floating_point() and t.ndim >= 2, f"{name} must be an integer tensor of shape (B, L[, K]); got {t.dtype} {tuple(t.shape)}.")
+        lo, hi = torch.cat([t.reshape(-1) for t in named[::2]]).aminmax()
+        check(int(lo) >= 0 and int(hi) <= self.n_items, f"Item ids must be in 0..{self.n_items} (0 = padding); got {int(lo)}..{int(hi)}. "
+                                                         "Was the model built for this dataset?")
+
+    def loss(self,
+             seqs: Tensor,  # (B, L) input items, left-padded with 0
+             pos: Tensor,  # (B, L) next item at each position, 0 = no target (ignored)
+             neg: Tensor,  # (B, L, K) or (B, L) sampled negatives per position
+            ) -> Tensor:  # () BCE over positions with a target, plus the L2 term
+        "BCE with sampled negatives on every position that has a target, plus `l2_penalty()`."
+        if neg.ndim == 2: neg = neg[..., None]  # (B, L, 1)
+        check(seqs.ndim == 2 and pos.shape == seqs.shape and neg.shape[:2] == seqs.shape,
+              f"loss needs seqs (B, L), pos (B, L), neg (B, L, K); got {tuple(seqs.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}.")
+        self._check_ids(seqs, "seqs", pos, "pos", neg, "neg")
+        inp, out = self.tables()
+        h = self.encode_with(seqs, inp)  # (B, L, D)
+        valid = pos != 0  # (B, L)
+        hv = h[valid]  # (n, D)
+        check(hv.shape[0] > 0, "The batch has no position with a target (pos is all 0): each row needs at least one target.")
+        pos_logit = (hv * F.embedding(pos[valid], out, padding_idx=0)).sum(-1)  # (n,)
+        neg_logit = torch.einsum("nd,nkd->nk", hv, F.embedding(neg[valid], out, padding_idx=0))  # (n, K)
+        bce = (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
+               + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))
+        return bce + self.l2_penalty()
+
+    def score_all(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, N+1)
+        "Scores of every item after the last position of each sequence; column 0 (padding) is -inf."
+        self._check_ids(seqs, "seqs")
+        inp, out = self.tables()
+        z = self.encode_with(seqs, inp)[:, -1]  # (B, D)
+        s = z @ out.T  # (B, N+1)
+        s[:, 0] = float("-inf")
+        return s
+
+    def score_candidates(self, seqs: Tensor, cand: Tensor) -> Tensor:  # (B, L), (B, C) -> (B, C)
+        "Scores of the candidate items `cand` after the last position; candidate id 0 gets -inf."
+        self._check_ids(seqs, "seqs", cand, "cand")
+        inp, out = self.tables()
+        z = self.encode_with(seqs, inp)[:, -1]  # (B, D)
+        s = torch.einsum("bd,bcd->bc", z, F.embedding(cand, out))  # (B, C)
+        return s.masked_fill(cand == 0, float("-inf"))
+
+
+# %% [markdown]
+# ## SAGERec
+#
+# Raw item table $E^{(0)}$ (`nn.Embedding`, row 0 = padding, kept at zero) -> adaptive graph layer (when a
+# graph is used) -> the encoder looks the sequence up in the propagated table. Xavier-uniform initialisation
+# of every weight matrix and embedding table (the paper), zero biases, LayerNorm at (1, 0).
+# `SASRec` is the same class with `graph_mode="none"`.
+
+# %%
+#| export
+def xavier_init_(module: nn.Module) -> None:
+    "Xavier-uniform weights for Linear and Embedding, zero biases, LayerNorm reset; padding rows set to zero."
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None: nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.xavier_uniform_(m.weight)
+            if m.padding_idx is not None:
+                with torch.no_grad(): m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm): m.reset_parameters()
+
+
+class SAGERec(SeqRecModel):
+    "SAGERec: adaptive graph propagation over the item table, then a SASRec-style causal Transformer."
+    def __init__(self,
+                 n_items: int,  # N, items are 1..N
+                 cfg: ModelConfig | None = None,  # hyperparameters (default: the paper's)
+                 graph: Any = None,  # ItemGraph with num_nodes = N + 1; required unless cfg.graph_mode == "none"
+                ):
+        super().__init__(n_items)
+        self.cfg = cfg = cfg or ModelConfig()
+        self.item_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)  # E^(0)
+        self.graph = None
+        if cfg.graph_mode != "none":
+            check(graph is not None, f"graph_mode={cfg.graph_mode!r} needs the item graph: pass graph=build_graph(...) from "
+                                     "sagerec.graph, or use graph_mode='none' / build_model('sasrec', ...) for no graph.")
+            check(int(graph.num_nodes) == n_items + 1, f"The graph has {int(graph.num_nodes)} nodes but the model has "
+                  f"{n_items} items (+1 padding = {n_items + 1}): build the graph from this dataset's item embeddings.")
+            self.graph = GraphPropagation(graph, cfg.dim, mode=cfg.graph_mode, n_layers=cfg.n_graph_layers,
+                                          edge_dropout=cfg.edge_dropout, node_dropout=cfg.node_dropout,
+                                          node_dropout_mode=cfg.node_dropout_mode, symmetric=cfg.symmetric_edges)
+        self.encoder = SASRecEncoder(cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len,
+                                     use_position=cfg.use_position, scale_input=cfg.scale_input)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        xavier_init_(self)
+        self._cache = None
+
+    def compute_tables(self) -> tuple[Tensor, Tensor]:  # (N+1, D), (N+1, D)
+        raw = self.item_emb.weight  # (N+1, D)
+        if self.graph is None: return raw, raw
+        prop = self.graph(raw)  # (N+1, D)
+        return prop, (prop if self.cfg.output_embedding == "graph" else raw)
+
+    def encode_with(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) -> (B, L, D)
+        pk = Packing(seqs != 0)  # only real items are looked up and encoded
+        xp = F.embedding(seqs.reshape(-1).index_select(0, pk.flat), table)  # (n, D)
+        return pk.unpack(self.encoder.forward_packed(xp, pk))  # (B, L, D), 0 at padding
+
+    def l2_penalty(self) -> Tensor:  # ()
+        sq = self.item_emb.weight.square().sum()
+        if self.encoder.pos_emb is not None: sq = sq + self.encoder.pos_emb.weight.square().sum()
+        return self.cfg.l2 * sq
+
+
+class SASRec(SAGERec):
+    "The no-graph variant (ablation C): SAGERec with `graph_mode='none'`, i.e. SASRec with pre-LayerNorm blocks."
+    def __init__(self, n_items: int, cfg: ModelConfig | None = None, graph: Any = None):  # graph is ignored
+        super().__init__(n_items, replace(cfg or ModelConfig(), graph_mode="none"))
+
+
+MODELS = {"sagerec": SAGERec, "sasrec": SASRec}
+
+def build_model(name: str,  # "sagerec" or "sasrec" (keys of MODELS)
+                n_items: int,  # N, items are 1..N
+                cfg: ModelConfig | None = None,  # hyperparameters (default: the paper's)
+                graph: Any = None,  # ItemGraph (sagerec.graph); needed by "sagerec" unless cfg.graph_mode == "none"
+               ) -> SeqRecModel:
+    "Build a model by name."
+    check(name in MODELS, f"Unknown model {name!r}: use one of {sorted(MODELS)}.")
+    return MODELS[name](n_items, cfg, graph)
+
+
+# %% [markdown]
+# ## A tiny model on a hand-made graph
+#
+# Eight items; items 1-4 and 5-7 form two groups in the graph, item 8 has no neighbour.
+
+# %%
+def toy_graph(pairs, num_nodes):
+    "Undirected pairs stored in both directions, cosine weight 0.9 each (the graph stage's layout)."
+    p = torch.tensor(pairs).T  # (2, M)
+    return SimpleNamespace(edge_index=torch.cat([p, p.flip(0)], 1), edge_weight=torch.full((2 * p.shape[1],), 0.9), num_nodes=num_nodes)
+
+g = toy_graph([(1, 2), (2, 3), (3, 4), (1, 4), (5, 6), (6, 7)], num_nodes=9)
+cfg = ModelConfig(dim=8, n_blocks=2, n_heads=2, dropout=0.2, max_len=5)
+seed_everything(0)
+model = build_model("sagerec", 8, cfg, g)
+seqs = torch.tensor([[0, 0, 1, 2, 3], [0, 0, 0, 5, 6], [4, 3, 2, 1, 8]])  # (B=3, L=5), left-padded
+pos = torch.tensor([[0, 0, 2, 3, 4], [0, 0, 0, 6, 7], [3, 2, 1, 8, 5]])  # next items, 0 = no target
+neg = torch.tensor([[[0, 0], [0, 0], [7, 8], [5, 6], [8, 7]],
+                    [[0, 0], [0, 0], [0, 0], [1, 2], [3, 4]],
+                    [[5, 6], [7, 8], [6, 5], [2, 3], [1, 4]]])  # (B, L, K=2)
+model.eval()
+with torch.no_grad():
+    shapes = dict(item_embeddings=model.item_embeddings().shape, encode=model.encode(seqs).shape,
+                  score_all=model.score_all(seqs).shape, score_candidates=model.score_candidates(seqs, pos[:, -2:]).shape,
+                  loss=model.loss(seqs, pos, neg))
+shapes
+
+# %%
+test_eq(shapes["item_embeddings"], (9, 8)); test_eq(shapes["encode"], (3, 5, 8))
+test_eq(shapes["score_all"], (3, 9)); test_eq(shapes["score_candidates"], (3, 2))
+assert shapes["loss"].ndim == 0 and torch.isfinite(shapes["loss"])
+test_eq(model.item_emb.weight[0].detach(), torch.zeros(8))  # padding row starts at zero
+
+# %% [markdown]
+# **Xavier-uniform initialisation**: every table lies within $\pm\sqrt{6/(\text{fan}_\text{in} + \text{fan}_\text{out})}$.
+
+# %%
+bound = (6 / (9 + 8)) ** 0.5
+model.item_emb.weight.abs().max().item(), bound
+
+# %%
+assert model.item_emb.weight.abs().max() <= bound and model.item_emb.weight[1:].abs().max() > bound / 2
+test_eq(model.graph.edge_mlp.lin1.bias.detach(), torch.zeros(8))
+
+# %% [markdown]
+# **The loss by hand**: the BCE terms recomputed from the tables and hidden states, plus the L2 term. The
+# negatives at positions with no target (`pos == 0`) do not count: changing them leaves the loss unchanged.
+
+# %%
+with torch.no_grad():
+    inp, out = model.tables()
+    h = model.encode(seqs)  # (B, L, D)
+    v = pos != 0
+    lp = (h[v] * out[pos[v]]).sum(-1); ln = torch.einsum("nd,nkd->nk", h[v], out[neg[v]])
+    by_hand = -F.logsigmoid(lp).mean() - F.logsigmoid(-ln).mean() + 1e-5 * (model.item_emb.weight.square().sum() + model.encoder.pos_emb.weight.square().sum())
+    neg2 = neg.clone(); neg2[~v] = torch.randint(1, 9, (int((~v).sum()), 2))  # other negatives where pos == 0
+    losses = model.loss(seqs, pos, neg), by_hand, model.loss(seqs, pos, neg2)
+losses
+
+# %%
+test_close(losses[0], losses[1], eps=1e-6)
+test_eq(losses[0], losses[2])
+with torch.no_grad():  # a single negative per position may be given as (B, L)
+    test_close(model.loss(seqs, pos, neg[..., 0]), -F.logsigmoid(lp).mean() - F.logsigmoid(-ln[:, 0]).mean() + model.l2_penalty(), eps=1e-6)
+
+# %% [markdown]
+# **Scores**: `score_all` and `score_candidates` agree, and padding can never be recommended.
+
+# %%
+with torch.no_grad():
+    sa = model.score_all(seqs)  # (B, N+1)
+    cand = torch.tensor([[2, 3, 0, 8], [7, 1, 5, 5], [1, 2, 3, 4]])
+    sc = model.score_candidates(seqs, cand)
+sa[:, :4], sc
+
+# %%
+test_eq(sa[:, 0], torch.full((3,), float("-inf")))
+test_close(sc[cand != 0], sa.gather(1, cand)[cand != 0], eps=1e-6)
+test_eq(sc[0, 2], float("-inf"))
+
+# %% [markdown]
+# **Trimming leading padding** (what the trainer does) changes no score, since positions are right-aligned.
+
+# %%
+with torch.no_grad():
+    trimmed = model.score_all(seqs[:2, 2:])  # rows 0 and 1 only use the last 3 columns
+(trimmed - sa[:2])[:, 1:].abs().max()
+
+# %%
+test_close(trimmed[:, 1:], sa[:2, 1:], eps=1e-5)
+
+
+# %% [markdown]
+# **Graph modes give the expected parameter sets**: the fixed-weight variant has no edge MLP, the no-graph
+# variant no graph module at all, ablation E no positional table.
+
+# %%
+def param_groups(m):
+    "Parameter counts per owning module (the graph's by submodule)."
+    groups = {}
+    for n, p in m.named_parameters():
+        key = ".".join(n.split(".")[:2]) if n.startswith("graph.") else n.split(".")[0]
+        groups[key] = groups.get(key, 0) + p.numel()
+    return groups
+
+variants = {"A learned": build_model("sagerec", 8, cfg, g), "B fixed": build_model("sagerec", 8, replace(cfg, graph_mode="fixed"), g),
+            "C sasrec": build_model("sasrec", 8, cfg), "E no position": build_model("sagerec", 8, replace(cfg, use_position=False), g)}
+{k: param_groups(m) for k, m in variants.items()}
+
+# %%
+test_eq(param_groups(variants["A learned"])["graph.edge_mlp"], (16 * 8 + 8) + (8 + 1))  # W1 (h, 2d), b1, W2 (1, h), b2 with h = d
+assert "graph.edge_mlp" not in param_groups(variants["B fixed"]) and variants["B fixed"].graph is not None
+assert variants["C sasrec"].graph is None and variants["C sasrec"].cfg.graph_mode == "none"
+test_eq(variants["E no position"].encoder.pos_emb, None)
+test_eq(sum(p.numel() for p in variants["C sasrec"].parameters()) + 16 * 8 + 8 + 8 + 1,
+        sum(p.numel() for p in variants["A learned"].parameters()))  # the graph adds only the edge MLP
+
+# %% [markdown]
+# **Gradients reach the edge MLP from the recommendation loss**, and one Adam step lowers the loss on a toy
+# batch (dropouts off so the comparison is exact).
+
+# %%
+seed_everything(0)
+m = build_model("sagerec", 8, replace(cfg, dropout=0.0, edge_dropout=0.0, node_dropout=0.0), g)
+opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+m.train()
+l0 = m.loss(seqs, pos, neg)
+opt.zero_grad(); l0.backward()
+edge_grads = {n: p.grad.abs().sum().item() for n, p in m.graph.named_parameters()}
+opt.step()
+l1 = m.loss(seqs, pos, neg)
+edge_grads, (l0.item(), l1.item())
+
+# %%
+assert all(v > 0 for v in edge_grads.values()), edge_grads
+assert l1 < l0
+test_eq(m.item_emb.weight.grad[0], torch.zeros(8))  # the padding row gets no gradient
+
+
+# %% [markdown]
+# **Eval-time cache**: under `eval()` + `no_grad`, the propagated table is computed once and reused; an
+# optimiser step (Adam in each of its implementations: for-loop, `foreach`, `fused`), `load_state_dict` and
+# `train()` invalidate it. With gradients enabled it is never cached.
+
+# %%
+def cache_report(impl: str) -> dict:
+    "Whether the eval cache is reused, and refreshed after each kind of parameter change."
+    seed_everything(0)
+    m = build_model("sagerec", 8, cfg, g)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2, **{impl: True} if impl != "for-loop" else dict(foreach=False))
+    r = {}
+    m.eval()
+    with torch.no_grad(): t1, t2 = m.item_embeddings(), m.item_embeddings()
+    r["reused"] = t1 is t2
+    m.train(); m.loss(seqs, pos, neg).backward(); opt.step(); m.eval()  # train() already drops the cache...
+    with torch.no_grad(): t3 = m.item_embeddings()
+    with torch.no_grad(): r["reused_again"] = m.item_embeddings() is t3
+    m.loss(seqs, pos, neg).backward()  # gradients in eval mode: computed fresh, the cache is left alone
+    v0 = m.item_emb.weight._version
+    opt.step()  # ...but the optimiser step must invalidate it
+    r["step bumped the version counter"] = m.item_emb.weight._version != v0  # information only: False for fused
+    with torch.no_grad(): t4 = m.item_embeddings(); fresh = m.compute_tables()[0]
+    r["after_step"] = (t4 is not t3) and torch.equal(t4, fresh) and not torch.equal(t4, t3)
+    sd = {k: v.clone() for k, v in m.state_dict().items()}; sd["item_emb.weight"][1] += 1.0
+    m.load_state_dict(sd)
+    with torch.no_grad(): t5 = m.item_embeddings()
+    r["after_load"] = torch.equal(t5, m.compute_tables()[0]) and not torch.equal(t5, t4)
+    r["grad_enabled_not_cached"] = m.item_embeddings() is not m.item_embeddings()
+    return r
+
+reports = {impl: cache_report(impl) for impl in ("for-loop", "foreach", "fused")}
+reports
+
+# %%
+for r in reports.values(): assert all(v for k, v in r.items() if k != "step bumped the version counter"), r
+
+# %% [markdown]
+# **Output embedding switch**: with `"raw"` the scores use the raw table, with `"graph"` the propagated one.
+
+# %%
+seed_everything(0)
+m_graph = build_model("sagerec", 8, cfg, g).eval()
+m_raw = build_model("sagerec", 8, replace(cfg, output_embedding="raw"), g).eval(); m_raw.load_state_dict(m_graph.state_dict())
+with torch.no_grad():
+    same_inputs = torch.equal(m_graph.item_embeddings(), m_raw.item_embeddings())
+    out_is_raw = torch.equal(m_raw.output_embeddings(), m_raw.item_emb.weight)
+    diff = (m_graph.score_all(seqs) - m_raw.score_all(seqs))[:, 1:].abs().max()
+same_inputs, out_is_raw, diff
+
+# %%
+assert same_inputs and out_is_raw and diff > 1e-4
+
+# %% [markdown]
+# ## Errors a user can act on
+
+# %%
+test_fail(lambda: build_model("sagerec", 8, cfg), contains="needs the item graph")
+test_fail(lambda: build_model("sagerec", 7, cfg, g), contains="build the graph from this dataset")
+test_fail(lambda: build_model("gru4rec", 8, cfg), contains="Unknown model 'gru4rec'")
+test_fail(lambda: model.score_all(torch.tensor([[0, 9]])), contains="Item ids must be in 0..8")
+test_fail(lambda: model.loss(seqs, pos, neg[:2]), contains="loss needs seqs (B, L)")
+test_fail(lambda: model.loss(seqs, torch.zeros_like(pos), neg), contains="no position with a target")
+test_fail(lambda: model.score_all(seqs.float()), contains="must be an integer tensor")
+test_fail(lambda: model.encode(torch.zeros(1, 6, dtype=torch.long)), contains="max_len=5")
+
+
+# %% [markdown]
+# ## Cost of one training step at Beauty size
+#
+# One forward + backward + Adam step of a Beauty-sized batch on a synthetic catalogue: N = 12,101 items, a
+# random graph of about 35,000 undirected (70,000 directed) edges, B = 128 sequences of the Beauty-like length
+# mix (mostly short, a long tail up to 50), one negative per position. The batch is trimmed to its longest
+# sequence, as the trainer does. Timings depend on the machine and its load; the cell prints the CPU threads.
+
+# %%
+#| slow
+def step_time(name: str, n_items: int = 12101, n_und: int = 35000, B: int = 128, L: int = 50, reps: int = 20, seed: int = 0) -> dict:
+    "Median seconds of one training step (loss, backward, Adam) for `name` on synthetic Beauty-sized data."
+    seed_everything(seed)
+    u, v = torch.randint(1, n_items + 1, (2, int(n_und * 1.1)))
+    pr = torch.stack([torch.minimum(u, v), torch.maximum(u, v)])[:, u != v].unique(dim=1)[:, :n_und]  # (2, M)
+    graph = SimpleNamespace(edge_index=torch.cat([pr, pr.flip(0)], 1), edge_weight=torch.rand(2 * pr.shape[1]), num_nodes=n_items + 1)
+    lengths = torch.clamp(torch.distributions.Geometric(probs=1 / 7.0).sample((B,)).long() + 3, max=L + 1)  # ~9 on average
+    seqs, pos = torch.zeros(B, L, dtype=torch.long), torch.zeros(B, L, dtype=torch.long)
+    for b, n in enumerate(lengths.tolist()):
+        s = torch.randint(1, n_items + 1, (n,))
+        seqs[b, L - (n - 1):], pos[b, L - (n - 1):] = s[:-1], s[1:]
+    width = int((seqs != 0).sum(1).max()); seqs, pos = seqs[:, -width:], pos[:, -width:]  # trim like the trainer
+    neg = torch.randint(1, n_items + 1, pos.shape) * (pos != 0)
+    m = build_model(name, n_items, ModelConfig(), graph).train()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    times = []
+    for _ in range(reps + 3):
+        t = time.perf_counter()
+        opt.zero_grad(); m.loss(seqs, pos, neg).backward(); opt.step()
+        times.append(time.perf_counter() - t)
+    m.eval()
+    with torch.no_grad():
+        t = time.perf_counter(); m.item_embeddings(); t_tab = time.perf_counter() - t
+    return dict(step_ms=1000 * sorted(times[3:])[reps // 2], mean_len=lengths.float().sub(1).mean().item(), width=width,
+                edges=graph.edge_index.shape[1], eval_table_ms=1000 * t_tab)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+timing = {name: step_time(name) for name in ("sasrec", "sagerec")}
+timing["threads"] = torch.get_num_threads()
+timing["graph_overhead"] = timing["sagerec"]["step_ms"] / timing["sasrec"]["step_ms"] - 1
+timing
+
+# %%
+#| slow
+assert timing["sagerec"]["edges"] >= 69000 and timing["sasrec"]["step_ms"] > 0
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()

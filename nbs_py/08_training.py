@@ -1,0 +1,465 @@
+# %% [markdown]
+# # Training
+# > BCE with sampled negatives on every position, Adam, LR decay on the validation loss, early stopping on validation NDCG@10, checkpoints that survive a kill.
+
+# %%
+#| default_exp training
+
+# %%
+#| export
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sagerec.core import SageRecError, atomic_write, check, fingerprint, pick_device, seed_everything
+from sagerec.evaluate import UnseenSampler, left_pad, metrics_from_ranks, rank_users
+
+# %%
+#| hide
+import tempfile
+from types import SimpleNamespace
+from fastcore.test import test_eq, test_close, test_fail
+
+
+# %% [markdown]
+# ## Configuration
+#
+# The defaults are the paper's (SPEC.md, §Training); everything the paper leaves open is a named field.
+
+# %%
+#| export
+@dataclass
+class TrainConfig:
+    "How to train one model (defaults: the paper's settings, SPEC.md)."
+    epochs: int = 200                  # upper bound; early stopping usually ends sooner (paper: ~150 on Beauty)
+    batch_size: int = 128              # users per step (paper)
+    lr: float = 1e-3                   # Adam learning rate (paper)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam betas (paper)
+    eps: float = 1e-8                  # Adam epsilon (paper)
+    n_neg: int = 1                     # `train_negatives`: negatives per target position (SASRec: 1; SPEC's other reading: 100)
+    max_len: int = 50                  # keep the last max_len inputs of a sequence (paper: 50 Beauty/Toys, 165 ML-1M)
+    eval_every: int = 1                # validate every this many epochs
+    patience: int = 20                 # stop after this many validations without a better `metric` (0: never stop early)
+    metric: str = "ndcg@10"            # early-stopping metric: validation stage, full ranking, history masked (paper: NDCG@10)
+    lr_patience: int = 5               # LR x lr_factor once the validation loss has not improved for this many validations in a row
+    lr_factor: float = 0.1             # LR decay factor (paper: 0.1)
+    seed: int = 0                      # seeds Python, NumPy and torch; batches and negatives use their own generator from it
+    device: str = "auto"               # 'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'
+    num_threads: int | None = None     # torch CPU threads (None: torch's default)
+    bucket: int = 50                   # shuffle users, sort chunks of bucket*batch_size by length, batch, shuffle batches (0: plain shuffle)
+    eval_batch_size: int = 1024        # users per forward pass during validation
+    progress: bool = True              # show tqdm progress bars
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        for f in ("epochs", "batch_size", "n_neg", "max_len", "eval_every"):
+            check(int(getattr(self, f)) >= 1, f"TrainConfig.{f} must be >= 1, got {getattr(self, f)!r}.")
+        check(self.lr > 0 and math.isfinite(self.lr), f"TrainConfig.lr must be a positive number, got {self.lr!r}.")
+        check(self.patience >= 0 and self.lr_patience >= 1, "TrainConfig.patience must be >= 0 and lr_patience >= 1.")
+        check(self.metric.split("@")[0] in ("ndcg", "recall") and self.metric.split("@")[-1].isdigit(),
+              f"TrainConfig.metric must look like 'ndcg@10' or 'recall@20', got {self.metric!r}.")
+
+# Fields that change what a run computes; a checkpoint is resumed only under the same values.
+_RESULT_FIELDS = ("batch_size", "lr", "betas", "eps", "n_neg", "max_len", "eval_every", "metric", "lr_patience",
+                  "lr_factor", "seed", "bucket")
+
+# %%
+TrainConfig(epochs=3)
+
+# %%
+test_eq(TrainConfig().lr, 1e-3); test_eq(TrainConfig().betas, (0.9, 0.999)); test_eq(TrainConfig().batch_size, 128)
+test_eq(TrainConfig(betas=[0.9, 0.98]).betas, (0.9, 0.98))  # YAML gives lists
+test_fail(lambda: TrainConfig(lr=-1), contains="lr must be a positive")
+test_fail(lambda: TrainConfig(batch_size=0), contains="batch_size must be >= 1")
+test_fail(lambda: TrainConfig(metric="auc"), contains="metric must look like")
+
+
+# %% [markdown]
+# ## Training examples and batches
+#
+# Each user contributes one example: the **training part** of their sequence (`split.train[u]` = `seq[:-2]`,
+# never the validation or test item), cut to its last `max_len + 1` items; the input is `s[:-1]` and every
+# position's target is the next item `s[1:]` (SASRec). Users with fewer than 2 training items have no target
+# and are skipped.
+#
+# **Negatives** are drawn uniformly, `n_neg` per position, from the items the user never interacted with
+# *in the training part*: the validation and test items are unknown at training time, so they are not
+# excluded (excluding them would leak the held-out items into training).
+#
+# **Batches**: users are shuffled, cut into chunks of `bucket * batch_size`, each chunk is sorted by length and
+# split into batches, and the batch order is shuffled. Each batch is left-padded only to its own longest
+# sequence. On Beauty (average training input ~6 items, `max_len` 50) this removes most of the padding work.
+
+# %%
+#| export
+@dataclass
+class Batch:
+    "One training step's arrays (numpy, int64)."
+    users: np.ndarray  # (B,) user indices
+    seqs: np.ndarray   # (B, L) inputs, left-padded with 0
+    pos: np.ndarray    # (B, L) next item per position, 0 = no target
+    neg: np.ndarray    # (B, L, n_neg) sampled negatives, 0 where pos is 0
+
+class TrainingData:
+    "The training examples of a split and the epoch's batches: inputs seq[:-1], targets seq[1:] of each training sequence."
+    def __init__(self, train: Sequence[np.ndarray],  # per user: the training part of the sequence (split.train)
+                 n_items: int,                        # catalogue size
+                 max_len: int = 50):                  # inputs keep the last max_len items
+        self.n_items, self.max_len = n_items, max_len
+        lens = np.fromiter((len(s) for s in train), dtype=np.int64, count=len(train))
+        self.users = np.flatnonzero(lens >= 2)                      # users with at least one target
+        self.seqs = [np.asarray(train[u], dtype=np.int64)[-(max_len + 1):] for u in self.users]
+        self.lengths = np.array([len(s) - 1 for s in self.seqs], dtype=np.int64)   # inputs per example
+        self.sampler = UnseenSampler(train, n_items)               # negatives avoid the training part only
+
+    def __len__(self) -> int: return len(self.users)
+
+    def batch_order(self, batch_size: int, rng: np.random.Generator, bucket: int = 50) -> list[np.ndarray]:
+        "Example indices per batch for one epoch: shuffled, length-bucketed, batch order shuffled."
+        perm = rng.permutation(len(self))
+        if bucket and bucket > 0:
+            chunk = bucket * batch_size
+            perm = np.concatenate([c[np.argsort(self.lengths[c], kind="stable")] for c in np.array_split(perm, max(1, math.ceil(len(perm) / chunk)))])
+        batches = [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def make_batch(self, idx: np.ndarray, n_neg: int, rng: np.random.Generator) -> Batch:
+        "Pad the examples `idx` to their longest input and draw `n_neg` negatives per position."
+        ex = [self.seqs[i] for i in idx]
+        seqs = left_pad([s[:-1] for s in ex], self.max_len)                      # (B, L)
+        pos = left_pad([s[1:] for s in ex], self.max_len, length=seqs.shape[1])  # (B, L)
+        users = self.users[idx]
+        neg = self.sampler.sample(users, seqs.shape[1] * n_neg, rng).reshape(len(idx), seqs.shape[1], n_neg)  # (B, L, n_neg)
+        neg[pos == 0] = 0
+        return Batch(users, seqs, pos, neg)
+
+    def batches(self, batch_size: int, n_neg: int, rng: np.random.Generator, bucket: int = 50):
+        "Yield one epoch of `Batch`es."
+        for idx in self.batch_order(batch_size, rng, bucket): yield self.make_batch(idx, n_neg, rng)
+
+
+# %% [markdown]
+# Three users, 9 items. User 1 has a single training item, so no target, and is skipped. User 2's sequence is
+# longer than `max_len + 1 = 4` and keeps its last 4 items: inputs `[5, 6, 7]`, targets `[6, 7, 8]`.
+
+# %%
+td = TrainingData([np.array([1, 2, 3]), np.array([4]), np.array([2, 4, 5, 6, 7, 8])], n_items=9, max_len=3)
+b = td.make_batch(np.arange(len(td)), n_neg=2, rng=np.random.default_rng(0))
+b.users, b.seqs, b.pos, b.neg
+
+# %%
+test_eq(b.users.tolist(), [0, 2])
+test_eq(b.seqs.tolist(), [[0, 1, 2], [5, 6, 7]]); test_eq(b.pos.tolist(), [[0, 2, 3], [6, 7, 8]])
+test_eq(b.neg.shape, (2, 3, 2)); test_eq(b.neg[0, 0].tolist(), [0, 0])             # no target, no negatives
+assert not set(b.neg[0, 1:].ravel()) & {1, 2, 3} and not set(b.neg[1].ravel()) & {2, 4, 5, 6, 7, 8}
+
+# %% [markdown]
+# Bucketing: 1,000 users with lengths 1..50, batches of 16. The padded cells per epoch (batch size × longest
+# in batch, summed) drop to close to the real item count, while every user still appears exactly once.
+
+# %%
+rng = np.random.default_rng(0)
+lens = rng.integers(1, 50, size=1000)
+tdb = TrainingData([np.arange(1, n + 2) for n in lens], n_items=60, max_len=50)
+def padded_cells(order): return sum(len(i) * tdb.lengths[i].max() for i in order)
+plain, bucketed = tdb.batch_order(16, np.random.default_rng(1), bucket=0), tdb.batch_order(16, np.random.default_rng(1), bucket=50)
+int(tdb.lengths.sum()), int(padded_cells(plain)), int(padded_cells(bucketed))
+
+# %%
+test_eq(np.sort(np.concatenate(bucketed)), np.arange(1000))
+assert padded_cells(bucketed) < 1.1 * tdb.lengths.sum() < padded_cells(plain)
+
+
+# %% [markdown]
+# ## Validation: metrics and loss in one pass
+#
+# Validation ranks every user's `valid_target` from `valid_input` under full ranking with the history masked
+# (the paper's early-stopping criterion is NDCG@10 there). The same forward pass gives the **validation loss**
+# used for the LR schedule: the BCE at the last position between the validation target and `n_neg` negatives
+# per user, drawn once per run (fixed seed) from the items the user never interacted with before the
+# validation target (`seq[:-1]`), scored by the raw, unmasked scores:
+#
+# `valid_loss = mean_u [ -log σ(s_u(target)) - mean_j log(1 - σ(s_u(neg_j))) ]`
+#
+# It is the training loss restricted to the last position, without the L2 term, on held-out targets.
+
+# %%
+#| export
+def validation_negatives(split, n_neg: int, seed: int) -> np.ndarray:
+    "`(U, 1 + n_neg)`: each user's validation target, then `n_neg` fixed negatives unseen in seq[:-1]."
+    known = [np.append(s, t) for s, t in zip(split.valid_input, split.valid_target)]   # = seq[:-1]
+    negs = UnseenSampler(known, split.n_items).sample(np.arange(len(known)), n_neg, np.random.default_rng(seed))
+    return np.concatenate([np.asarray(split.valid_target, dtype=np.int64)[:, None], negs], axis=1)
+
+def bce_from_scores(scores: np.ndarray) -> float:
+    "Mean BCE of `(U, 1 + n)` logits whose column 0 is the positive: -log σ(s+) - mean log(1 - σ(s-))."
+    s = torch.as_tensor(scores, dtype=torch.float64)
+    return float((-nn.functional.logsigmoid(s[:, 0]) - nn.functional.logsigmoid(-s[:, 1:]).mean(1)).mean())
+
+def validate(model: nn.Module, split, val_cand: np.ndarray, ks=(10, 20), max_len: int = 50,
+             batch_size: int = 1024, mask_history: bool = True) -> dict[str, float]:
+    "Validation metrics (full ranking, history masked) and validation loss of `model`, in one pass."
+    ranks, sc = rank_users(model, split.valid_input, split.valid_target, mask_history=mask_history,
+                           gather=val_cand, max_len=max_len, batch_size=batch_size)
+    return {"valid_loss": bce_from_scores(sc), **{f"valid/{k}": v for k, v in metrics_from_ranks(ranks, ks).items()}}
+
+
+# %%
+test_close(bce_from_scores(np.zeros((3, 2))), 2 * math.log(2))  # σ(0) = 1/2 for the positive and the negative
+test_close(bce_from_scores(np.array([[20., -20.]])), 0, eps=1e-7)
+
+
+# %% [markdown]
+# ## Checkpoints
+#
+# A checkpoint holds everything needed to continue as if nothing happened: model, optimizer and scheduler
+# states, the RNG states (Python, NumPy's global and the run's own generator, torch CPU and CUDA), the number
+# of finished epochs, the history, the early-stopping counters and the configuration. `last.pt` is written
+# after every epoch and `best.pt` whenever the validation metric improves, both atomically, so a kill at any
+# moment leaves the previous file intact.
+
+# %%
+#| export
+def _rng_state(gen: np.random.Generator) -> dict:
+    return dict(python=random.getstate(), numpy=np.random.get_state(), gen=gen.bit_generator.state,
+                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+def _set_rng_state(s: dict, gen: np.random.Generator) -> None:
+    random.setstate(s["python"]); np.random.set_state(s["numpy"]); gen.bit_generator.state = s["gen"]
+    torch.set_rng_state(s["torch"])
+    if s.get("cuda") is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
+
+def save_checkpoint(path: Path | str, state: dict) -> Path:
+    "Write `state` with `torch.save`, atomically."
+    return atomic_write(path, lambda t: torch.save(state, t))
+
+def load_checkpoint(path: Path | str,                     # a best.pt / last.pt written by `train`
+                    model: nn.Module | None = None,       # if given, its weights are replaced by the checkpoint's
+                    map_location: str | torch.device = "cpu",
+                   ) -> dict:
+    "Read a training checkpoint (and load its weights into `model`)."
+    path = Path(path)
+    check(path.exists(), f"No checkpoint at {str(path)!r}: train first, or point at a run folder's best.pt / last.pt.")
+    state = torch.load(path, map_location=map_location, weights_only=False)  # our own file: holds RNG states
+    if model is not None: model.load_state_dict(state["model"])
+    return state
+
+def _model_signature(model: nn.Module) -> str:
+    return fingerprint(type(model).__name__, [(k, tuple(v.shape)) for k, v in model.state_dict().items()])
+
+
+# %% [markdown]
+# ## The training loop
+
+# %%
+#| export
+@dataclass
+class TrainResult:
+    "What `train` returns; the same numbers are in the run folder's checkpoints."
+    history: list[dict]        # one row per epoch: train_loss, lr, seconds, and validation numbers when validated
+    best_epoch: int            # epoch (1-based) with the best validation metric (0: never validated)
+    best_metrics: dict         # validation numbers at the best epoch
+    stop_reason: str           # 'early_stopping', 'max_epochs'
+    seconds_per_epoch: float   # mean training seconds per epoch (validation excluded)
+    device: str                # where it ran
+    run_dir: Path | None = None
+    config: dict = field(default_factory=dict)
+
+    @property
+    def best_path(self) -> Path | None: return self.run_dir / "best.pt" if self.run_dir else None
+    @property
+    def last_path(self) -> Path | None: return self.run_dir / "last.pt" if self.run_dir else None
+
+
+# %%
+#| export
+def _nonfinite_error(loss: float, epoch: int, step: int, lr: float, run_dir) -> SageRecError:
+    where = f" The last good checkpoint is {str(Path(run_dir) / 'last.pt')!r}." if run_dir and (Path(run_dir) / "last.pt").exists() else ""
+    return SageRecError(f"The training loss became {loss} at epoch {epoch}, step {step} (lr {lr:g}): the weights diverged. "
+                        f"Lower the learning rate (e.g. lr={lr / 10:g}) or check the inputs, then train again "
+                        f"in a new run folder.{where}")
+
+def train(model: nn.Module,                  # a model that follows the model contract (built and seeded by the caller)
+          split,                             # a `LeaveOneOut` split
+          cfg: TrainConfig | None = None,    # training settings
+          run_dir: Path | str | None = None, # where best.pt / last.pt go (None: keep nothing on disk)
+          resume: bool = True,               # continue from run_dir/last.pt when it exists
+          on_step: Callable[[int, int, float], None] | None = None,  # called as on_step(epoch, step, loss) after each step
+         ) -> TrainResult:
+    "Train `model` on `split.train`, validate, decay the LR, stop early and checkpoint; return the history."
+    cfg = cfg or TrainConfig()
+    if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
+    dev = pick_device(cfg.device)
+    model.to(dev)
+    data = TrainingData(split.train, split.n_items, cfg.max_len)
+    check(len(data) > 0, "No user has 2 or more training items, so there is nothing to train on: check the split.")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    # torch reduces once the bad count *exceeds* its patience: lr_patience - 1 gives "after lr_patience bad validations"
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience - 1)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    last = run_dir / "last.pt" if run_dir else None
+    sig = _model_signature(model); key = {f: getattr(cfg, f) for f in _RESULT_FIELDS}
+    gen = np.random.default_rng(cfg.seed)
+    st = dict(epoch=0, history=[], best=-math.inf, best_epoch=0, best_metrics={}, bad=0, stop_reason=None)
+    if resume and last is not None and last.exists():
+        ck = load_checkpoint(last, map_location=dev)
+        check(ck["signature"] == sig, f"{str(last)!r} was written by a different model ({ck['model_class']}); "
+                                      "use another run folder (run_name) or delete this one to start afresh.")
+        diff = {k: (ck["key"].get(k), v) for k, v in key.items() if ck["key"].get(k) != v}
+        check(not diff, f"{str(last)!r} was trained with other settings {diff} (saved, now); use another run folder "
+                        "(run_name), or delete it to start afresh.")
+        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
+        _set_rng_state(ck["rng"], gen); st = ck["state"]
+        if st["stop_reason"] == "max_epochs" and st["epoch"] < cfg.epochs: st["stop_reason"] = None  # more epochs asked
+    else:
+        seed_everything(cfg.seed)
+    val_cand = validation_negatives(split, cfg.n_neg, seed=cfg.seed + 1)
+
+    def snapshot() -> dict:
+        return dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=_rng_state(gen),
+                    state=st, key=key, config=asdict(cfg), signature=sig, model_class=type(model).__name__, n_items=split.n_items)
+
+    bar = tqdm(total=cfg.epochs, initial=st["epoch"], desc="epochs", disable=not cfg.progress, dynamic_ncols=True)
+    try:
+        while st["stop_reason"] is None and st["epoch"] < cfg.epochs:
+            epoch = st["epoch"] + 1
+            model.train(); t0 = time.perf_counter(); total, n_steps = 0.0, 0
+            order = data.batch_order(cfg.batch_size, gen, cfg.bucket)
+            for step, idx in enumerate(tqdm(order, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress, mininterval=1.0), 1):
+                b = data.make_batch(idx, cfg.n_neg, gen)
+                seqs, pos, neg = (torch.from_numpy(a).to(dev) for a in (b.seqs, b.pos, b.neg))  # (B, L), (B, L), (B, L, n)
+                loss = model.loss(seqs, pos, neg)
+                lv = float(loss.detach())
+                if not math.isfinite(lv): raise _nonfinite_error(lv, epoch, step, opt.param_groups[0]["lr"], run_dir)
+                opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+                total += lv; n_steps += 1
+                if on_step is not None: on_step(epoch, step, lv)
+            if dev.type == "cuda": torch.cuda.synchronize(dev)
+            row = dict(epoch=epoch, train_loss=total / max(n_steps, 1), lr=opt.param_groups[0]["lr"],
+                       train_seconds=time.perf_counter() - t0, steps=n_steps)
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                t1 = time.perf_counter()
+                row.update(validate(model, split, val_cand, max_len=cfg.max_len, batch_size=cfg.eval_batch_size))
+                row["valid_seconds"] = time.perf_counter() - t1
+                sched.step(row["valid_loss"])
+                score = row[f"valid/{cfg.metric}"]
+                if score > st["best"]:
+                    st.update(best=score, best_epoch=epoch, best_metrics={k: v for k, v in row.items() if k.startswith("valid")}, bad=0)
+                else: st["bad"] += 1
+                if cfg.patience and st["bad"] >= cfg.patience: st["stop_reason"] = "early_stopping"
+            st["history"].append(row); st["epoch"] = epoch
+            if st["stop_reason"] is None and epoch >= cfg.epochs: st["stop_reason"] = "max_epochs"
+            if run_dir is not None:
+                snap = snapshot()
+                if st["best_epoch"] == epoch: save_checkpoint(run_dir / "best.pt", snap)
+                save_checkpoint(last, snap)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", **({f"v_{cfg.metric}": f"{row[f'valid/{cfg.metric}']:.4f}", "best": st["best_epoch"]} if "valid_loss" in row else {}))
+    finally:
+        bar.close()
+    secs = [r["train_seconds"] for r in st["history"]]
+    return TrainResult(history=st["history"], best_epoch=st["best_epoch"], best_metrics=st["best_metrics"],
+                       stop_reason=st["stop_reason"] or "max_epochs", seconds_per_epoch=float(np.mean(secs)) if secs else float("nan"),
+                       device=str(dev), run_dir=run_dir, config=asdict(cfg))
+
+
+# %% [markdown]
+# ## Training on the embedded Beauty slice
+#
+# A few epochs of the stand-in `LastItemModel` (scores by the last item's embedding) on `beauty-mini`: the
+# training loss falls and validation NDCG@10 rises above the untrained value, and the run folder holds
+# both checkpoints.
+
+# %%
+from sagerec.data import load_dataset
+from sagerec.evaluate import LastItemModel, evaluate
+mini = load_dataset("beauty-mini"); sp = mini.split()
+seed_everything(0); lm = LastItemModel(mini.n_items, dim=32, max_len=50); lm.reset_parameters()
+before = evaluate(lm, sp, "valid")["ndcg@10"]
+tmp = Path(tempfile.mkdtemp())
+res = train(lm, sp, TrainConfig(epochs=4, lr=1e-2, progress=False), run_dir=tmp / "run")
+import pandas as pd
+pd.DataFrame(res.history)[["epoch", "train_loss", "valid_loss", "valid/ndcg@10", "lr", "steps"]].round(4)
+
+# %%
+h = res.history
+assert h[-1]["train_loss"] < h[0]["train_loss"] and res.best_metrics["valid/ndcg@10"] > before
+assert (tmp / "run" / "best.pt").exists() and (tmp / "run" / "last.pt").exists()
+test_eq(load_checkpoint(tmp / "run" / "last.pt")["state"]["epoch"], 4); test_eq(res.stop_reason, "max_epochs")
+
+
+# %% [markdown]
+# ## Divergence stops with a clear message
+#
+# An absurd learning rate drives the weights to infinity; the trainer stops at the first non-finite loss and
+# says where and what to do.
+
+# %%
+class Exploding(LastItemModel):
+    "Returns a non-finite loss from step 3 on."
+    def __init__(self, *a, **k): super().__init__(*a, **k); self.calls = 0
+    def loss(self, seqs, pos, neg):
+        self.calls += 1
+        return super().loss(seqs, pos, neg) * (float("inf") if self.calls >= 3 else 1.0)
+try: train(Exploding(mini.n_items, 8), sp, TrainConfig(epochs=1, progress=False)); msg = None
+except SageRecError as e: msg = str(e)
+msg
+
+# %%
+assert "epoch 1, step 3" in msg and "Lower the learning rate" in msg
+
+# %% [markdown]
+# Early stopping: with `patience=1` a run stops at the first validation that does not beat the best one. A
+# learning rate of 0 cannot improve anything, so the run stops after epoch 2 and the best epoch is 1.
+
+# %%
+seed_everything(0); frozen = LastItemModel(mini.n_items, 8); frozen.reset_parameters()
+r0 = train(frozen, sp, TrainConfig(epochs=10, lr=1e-12, patience=1, progress=False))
+r0.stop_reason, r0.best_epoch, len(r0.history)
+
+# %%
+test_eq((r0.stop_reason, r0.best_epoch, len(r0.history)), ("early_stopping", 1, 2))
+
+
+# %% [markdown]
+# ## Resuming after an interruption
+#
+# A run interrupted in the middle of epoch 3 and started again from its run folder continues from `last.pt`
+# (end of epoch 2) and ends with exactly the history of an uninterrupted run: the RNG states travel with the
+# checkpoint. (`tests/test_training.py` does the same with a real `SIGKILL` of a separate process.)
+
+# %%
+from sagerec.model import ModelConfig, build_model
+mcfg = ModelConfig(dim=16, max_len=20, dropout=0.5)  # the real no-graph model, dropout included: torch's RNG matters
+def fresh():
+    seed_everything(0); return build_model("sasrec", mini.n_items, mcfg)
+cfg3 = TrainConfig(epochs=3, max_len=20, progress=False)
+straight = train(fresh(), sp, cfg3, run_dir=tmp / "straight")
+def stop_mid_epoch3(epoch, step, loss):
+    if epoch == 3 and step == 2: raise KeyboardInterrupt
+try: train(fresh(), sp, cfg3, run_dir=tmp / "resumed", on_step=stop_mid_epoch3)
+except KeyboardInterrupt: pass
+saved_epoch = load_checkpoint(tmp / "resumed" / "last.pt")["state"]["epoch"]
+resumed = train(build_model("sasrec", mini.n_items, mcfg), sp, cfg3, run_dir=tmp / "resumed")
+drop = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]
+saved_epoch, [r["train_loss"] for r in straight.history], [r["train_loss"] for r in resumed.history]
+
+# %%
+test_eq(saved_epoch, 2)
+test_eq(drop(resumed.history), drop(straight.history))
+test_fail(lambda: train(fresh(), sp, TrainConfig(epochs=3, max_len=20, lr=5e-3, progress=False), run_dir=tmp / "resumed"),
+          contains="trained with other settings")
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()

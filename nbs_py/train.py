@@ -1,0 +1,229 @@
+# %% [markdown]
+# # Train one model
+# > Data → semantic embeddings → item graph → model → training with early stopping → test metrics under every protocol, all recorded in a run folder. Run it with papermill.
+#
+# ```
+# papermill nbs/train.ipynb runs/quickstart.ipynb                                      # CI-sized: beauty-mini, a few epochs
+# papermill nbs/train.ipynb runs/beauty.ipynb -p dataset beauty -f configs/beauty.yaml  # the paper's settings
+# papermill nbs/train.ipynb runs/beauty-sasrec.ipynb -f configs/beauty.yaml -p variant sasrec
+# papermill nbs/train.ipynb runs/gpu.ipynb -p device cuda
+# ```
+#
+# Everything lands in `runs/<run_name>/`: `params.json` (resolved parameters + environment), `metrics.json`
+# (validation curve, best epoch, test metrics per protocol, seconds per epoch, peak memory, device),
+# `learning_curve.png`, and the checkpoints `best.pt` / `last.pt`. Starting the same run again continues
+# from `last.pt` (e.g. after a crash or a kill).
+
+# %% tags=["parameters"]
+# --- what to run
+dataset: str = "beauty-mini"        # 'beauty-mini' (embedded, needs no data), 'beauty', 'toys', 'ml-1m'
+variant: str = "sagerec"            # 'sagerec' (A), 'sasrec' (no graph, C), 'fixed_edges' (B), 'random_graph' (D), 'no_position' (E)
+seed: int = 0                       # seeds Python, NumPy and torch; recorded
+device: str = "auto"                # 'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'
+data_dir: str | None = None         # folder holding beauty/, toys/, ml-1m/; None -> $SAGEREC_DATA
+run_name: str | None = None         # run folder name; None -> '<dataset>-<variant>-s<seed>'
+output_dir: str | None = None       # parent folder of runs; None -> runs/ at the project root ($SAGEREC_RUNS)
+resume: bool = True                 # continue from the run folder's last.pt; False: start afresh, replacing it
+# --- semantic embeddings and graph (SAGERec variants only)
+text_model: str | None = None       # sentence-transformers name or folder; None -> packaged all-MiniLM-L6-v2 (paper: MiniLM-L12-v2)
+text_max_length: int = 128          # tokens kept per item prompt (paper: 128)
+k: int = 3                          # neighbours per item in the semantic graph (paper: 3)
+tau: float | None = None            # cosine threshold for an edge (paper: unspecified); None -> build_graph's default
+self_loops: bool = False            # add self-loops to the graph
+# --- model
+dim: int = 50                       # embedding / hidden width (paper: 50)
+n_blocks: int = 2                   # Transformer blocks (paper: 2)
+n_heads: int = 1                    # attention heads (paper: unspecified; SASRec: 1)
+dropout: float = 0.5                # Transformer dropout (SASRec: 0.5 Amazon, 0.2 ML-1M)
+max_len: int = 50                   # longest input (paper: 50 Beauty/Toys, 165 ML-1M)
+n_graph_layers: int = 1             # propagation layers (paper: 1)
+edge_dropout: float = 0.2           # share of edges dropped per step (paper: 0.2)
+node_dropout: float = 0.5           # share of nodes dropped per step (paper: 0.5)
+node_dropout_mode: str = "messages" # 'messages' (dropped nodes send nothing) or 'rows' (row dropout)
+output_embedding: str = "graph"     # score with the 'graph'-enhanced or the 'raw' item table
+l2: float = 1e-5                    # L2 weight on the embedding tables (paper: 1e-5)
+# --- training
+epochs: int = 8                     # upper bound (paper: ~150 on Beauty with early stopping); CI-sized here
+batch_size: int = 128               # users per step (paper: 128)
+lr: float = 1e-3                    # Adam learning rate (paper: 1e-3)
+n_neg: int = 1                      # training negatives per position (SASRec: 1; the paper's "100" reading: 100)
+patience: int = 20                  # early stopping: validations without a better valid NDCG@10 (0: never)
+lr_patience: int = 5                # LR x0.1 after this many validations without a lower validation loss (paper: 5)
+eval_every: int = 1                 # validate every this many epochs
+num_threads: int | None = None      # torch CPU threads; None -> torch's default
+eval_batch_size: int = 1024         # users per forward pass when evaluating
+sampled_seed: int = 0               # seed of the sampled-100 candidates
+progress: bool = True               # tqdm progress bars
+
+# %%
+import json, resource, shutil, time, warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from sagerec.core import RunRecorder, SageRecError, check, data_dir as resolve_data_dir, pick_device, project_root, runs_dir, save_fig, seed_everything
+from sagerec.data import load_dataset
+from sagerec.evaluate import evaluate
+from sagerec.model import ModelConfig, build_model
+from sagerec.training import TrainConfig, load_checkpoint, train
+
+# %% [markdown]
+# ## Resolve the parameters
+#
+# Relative paths are taken from the project root, so the notebook runs the same from the root or from `nbs/`.
+
+# %%
+VARIANTS = {  # variant -> (model name, graph, ModelConfig overrides)
+    "sagerec":      ("sagerec", "semantic", dict(graph_mode="learned")),
+    "sasrec":       ("sasrec",  None,       dict(graph_mode="none")),
+    "fixed_edges":  ("sagerec", "semantic", dict(graph_mode="fixed")),
+    "random_graph": ("sagerec", "random",   dict(graph_mode="learned")),
+    "no_position":  ("sagerec", "semantic", dict(graph_mode="learned", use_position=False)),
+}
+check(variant in VARIANTS, f"Unknown variant {variant!r}: use one of {sorted(VARIANTS)}.")
+root = project_root() or Path.cwd()
+def from_root(p):
+    p = Path(p).expanduser()
+    return p if p.is_absolute() or p.exists() else root / p
+run_name = run_name or f"{dataset}-{variant}-s{seed}"
+run_folder = (from_root(output_dir) if output_dir else runs_dir()) / run_name
+if not resume and run_folder.exists():
+    for f in ("best.pt", "last.pt", "metrics.json"): (run_folder / f).unlink(missing_ok=True)
+dev = pick_device(device)
+if num_threads: torch.set_num_threads(num_threads)
+if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
+params = {k: v for k, v in dict(globals()).items() if k in (
+    "dataset variant seed device data_dir run_name output_dir resume text_model text_max_length k tau self_loops dim n_blocks "
+    "n_heads dropout max_len n_graph_layers edge_dropout node_dropout node_dropout_mode output_embedding l2 epochs batch_size lr "
+    "n_neg patience lr_patience eval_every num_threads eval_batch_size sampled_seed").split()}
+rec = RunRecorder(run_name, folder=run_folder)
+rec.log_params(**params, resolved_device=str(dev), torch_threads=torch.get_num_threads())
+print(f"run folder: {run_folder}  device: {dev}")
+
+# %% [markdown]
+# ## Data and split
+
+# %%
+t_start = time.perf_counter()
+ds = load_dataset(dataset, data_dir=resolve_data_dir(from_root(data_dir)) if data_dir else None)
+split = ds.split()
+ds, split
+
+# %% [markdown]
+# ## Semantic embeddings and the item graph
+#
+# Only the graph variants need them. The random-graph ablation (D) draws as many undirected edges as the
+# semantic graph has, uniformly at random.
+
+# %%
+model_name, graph_kind, overrides = VARIANTS[variant]
+graph, graph_info = None, {}
+if graph_kind is not None:
+    from sagerec.embed import item_embeddings
+    from sagerec.graph import build_graph, graph_stats, random_graph
+    emb = item_embeddings(ds, model=text_model, max_length=text_max_length, progress=progress)
+    graph = build_graph(emb, k=k, self_loops=self_loops, **({} if tau is None else dict(tau=tau)))
+    if graph_kind == "random":  # same number of undirected edges, endpoints uniform; weights = cosine of the endpoints
+        graph = random_graph(ds.n_items + 1, graph.num_undirected_edges, seed=seed, emb=emb)
+    graph_info = {"kind": graph_kind, **{k_: v for k_, v in graph.info.items() if isinstance(v, (int, float, str))}, **graph_stats(graph)}
+graph_info
+
+# %% [markdown]
+# ## Model
+
+# %%
+mcfg = ModelConfig(dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, max_len=max_len, n_graph_layers=n_graph_layers,
+                   edge_dropout=edge_dropout, node_dropout=node_dropout, node_dropout_mode=node_dropout_mode,
+                   output_embedding=output_embedding, l2=l2, **overrides)
+seed_everything(seed)
+model = build_model(model_name, ds.n_items, mcfg, graph)
+n_params = sum(p.numel() for p in model.parameters())
+rec.log_params(model_config=mcfg, model_class=type(model).__name__, n_params=n_params)
+print(type(model).__name__, f"{n_params:,} parameters")
+
+# %% [markdown]
+# ## Training
+#
+# Early stopping on validation NDCG@10 (full ranking, history masked); the LR drops x0.1 after `lr_patience`
+# validations without a lower validation loss; `best.pt` and `last.pt` are written to the run folder every epoch.
+
+# %%
+tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, n_neg=n_neg, max_len=max_len, eval_every=eval_every,
+                   patience=patience, lr_patience=lr_patience, seed=seed, device=str(dev), num_threads=num_threads,
+                   eval_batch_size=eval_batch_size, progress=progress)
+rec.log_params(train_config=tcfg)
+result = train(model, split, tcfg, run_dir=run_folder, resume=resume)
+hist = pd.DataFrame(result.history)
+rec.log_metrics(history=result.history, best_epoch=result.best_epoch, best_valid=result.best_metrics,
+                stop_reason=result.stop_reason, epochs_run=len(result.history),
+                seconds_per_epoch=result.seconds_per_epoch, device=result.device)
+hist.tail(5).round(4)
+
+# %%
+assert result.best_epoch >= 1 and len(hist) >= 1 and np.isfinite(hist["train_loss"]).all()
+
+# %% [markdown]
+# ## Learning curve
+
+# %%
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+a1.plot(hist.epoch, hist.train_loss, label="train loss")
+if "valid_loss" in hist: a1.plot(hist.epoch, hist.valid_loss, label="validation loss")
+a1.set_xlabel("epoch"); a1.legend(); a1.set_title("BCE loss")
+if "valid/ndcg@10" in hist:
+    v = hist.dropna(subset=["valid/ndcg@10"])
+    a2.plot(v.epoch, v["valid/ndcg@10"], label="NDCG@10"); a2.plot(v.epoch, v["valid/recall@10"], label="Recall@10")
+    a2.axvline(result.best_epoch, ls="--", c="grey", label=f"best epoch {result.best_epoch}")
+a2.set_xlabel("epoch"); a2.legend(); a2.set_title("validation (full ranking, masked)")
+fig.suptitle(f"{dataset} / {variant} / seed {seed}"); fig.tight_layout()
+fig.savefig(run_folder / "learning_curve.png", dpi=120, bbox_inches="tight")
+save_fig(f"learning_curve_{run_name}", fig)
+
+# %% [markdown]
+# ## Test metrics of the best checkpoint
+#
+# The weights of the best validation epoch are evaluated on the test targets under the three protocols.
+# Full ranking with the history masked is the headline number; every table must say which one it shows.
+
+# %%
+load_checkpoint(run_folder / "best.pt", model, map_location=dev)
+protocols = {"full-masked": dict(protocol="full", mask_history=True),
+             "full-unmasked": dict(protocol="full", mask_history=False),
+             "sampled100": dict(protocol="sampled100", seed=sampled_seed)}
+test, eval_seconds = {}, {}
+for name, kw in protocols.items():
+    t0 = time.perf_counter()
+    test[name] = {k: v for k, v in evaluate(model, split, "test", max_len=max_len, batch_size=eval_batch_size, **kw).items()
+                  if k not in ("protocol", "stage")}
+    eval_seconds[name] = time.perf_counter() - t0
+valid_best = evaluate(model, split, "valid", max_len=max_len, batch_size=eval_batch_size)
+table = pd.DataFrame(test).T[["recall@10", "recall@20", "ndcg@10", "ndcg@20", "n_users"]]
+table
+
+# %%
+for m in test.values():
+    assert 0 <= m["ndcg@10"] <= m["recall@10"] <= m["recall@20"] <= 1 and m["ndcg@10"] <= m["ndcg@20"]
+assert abs(valid_best["ndcg@10"] - result.best_metrics["valid/ndcg@10"]) < 1e-6  # best.pt is the best epoch's weights
+assert test["sampled100"]["recall@10"] >= test["full-masked"]["recall@10"]
+
+# %% [markdown]
+# ## Record
+
+# %%
+peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+if dev.type == "cuda": peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+rec.log_metrics(test=test, eval_seconds=eval_seconds, valid_at_best=valid_best, graph=graph_info, n_params=n_params,
+                total_seconds=time.perf_counter() - t_start, **peak, device=str(dev),
+                device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                torch_threads=torch.get_num_threads())
+summary = {"run": run_name, "best_epoch": result.best_epoch, "epochs_run": len(hist), "stop": result.stop_reason,
+           "s/epoch": round(result.seconds_per_epoch, 2), **{f"test {k}": round(v, 4) for k, v in test["full-masked"].items() if "@" in k},
+           **peak}
+summary
+
+# %%
+saved = json.loads((run_folder / "metrics.json").read_text())
+assert set(saved["test"]) == set(protocols) and (run_folder / "best.pt").exists() and (run_folder / "learning_curve.png").exists()
