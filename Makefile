@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 # The packaged Sentence-BERT model needs no network; set HF_HUB_OFFLINE=0 to let other models download.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install train test check docs clean
+.PHONY: install train test check docs docs-serve clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,12 @@ check: install
 
 test: check
 	$(BIN)/python -m pytest
+
+docs: install
+	$(BIN)/python tools/docs.py build
+
+docs-serve: docs
+	$(BIN)/python tools/docs.py serve
 
 clean:
 	rm -rf $(VENV) _site _docs

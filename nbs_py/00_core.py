@@ -27,7 +27,8 @@ import torch
 # %%
 #| hide
 import tempfile
-from fastcore.test import test_eq, test_fail
+import matplotlib.pyplot as plt
+from fastcore.test import test_close, test_eq, test_fail
 
 
 # %% [markdown]
@@ -227,14 +228,16 @@ def save_fig(name: str, fig=None, formats: tuple[str, ...] = ("png", "pdf"), dpi
 
 
 # %%
-import matplotlib.pyplot as plt
+_before = os.environ.get("SAGEREC_FIGURES")
 with tempfile.TemporaryDirectory() as d:
     os.environ["SAGEREC_FIGURES"] = d
     fig, ax = plt.subplots(figsize=(3, 2)); ax.plot([0, 1], [0, 1])
     p = save_fig("demo", fig)
     assert p.exists() and p.stat().st_size > 0 and (Path(d) / "demo.pdf").exists()
-    del os.environ["SAGEREC_FIGURES"]
+if _before is None: del os.environ["SAGEREC_FIGURES"]
+else: os.environ["SAGEREC_FIGURES"] = _before
 plt.close(fig)
+p.name
 
 
 # %% [markdown]
@@ -305,7 +308,6 @@ with tempfile.TemporaryDirectory() as d:
 saved, sorted(params)
 
 # %%
-test_close = __import__("fastcore.test", fromlist=["test_close"]).test_close
 test_close(saved["test/ndcg@10"], 0.05, eps=1e-6); test_eq(saved["best_epoch"], 3)
 assert "environment" in params and params["seed"] == 0
 

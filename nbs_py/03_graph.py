@@ -300,7 +300,7 @@ test_eq(knn_recall(i32, i32), 1.0)
 # %% [markdown]
 # ## Building the graph
 #
-# `build_graph` puts the pieces together: validate, find each item's top-K (exactly up to `exact_max` items, 10^5
+# `build_graph` puts the pieces together: validate, find each item's top-K (exactly up to `EXACT_MAX` items: 10^5
 # on CPU, 2·10^6 on CUDA; with FAISS IVF above), keep the pairs with cosine $\ge \tau$, merge the two directions
 # of each pair into one undirected edge, weight it by the cosine (recomputed in float32 from the two unit
 # vectors, so both stored directions carry the same number), and add self-loops on request.
@@ -316,26 +316,52 @@ test_eq(knn_recall(i32, i32), 1.0)
 DEFAULT_TAU = 0.0  # keep every top-K neighbour with non-negative cosine (see the text; tune on validation)
 EXACT_MAX = {"cpu": 100_000, "cuda": 2_000_000}  # method="auto": exact search up to this many items
 
+def _check_k(k, n_valid: int) -> None:
+    check(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1,
+          f"k must be a positive integer (neighbours per item), got {k!r}.")
+    check(k < n_valid, f"k={k} must be smaller than the number of items with an embedding ({n_valid}): "
+                       "each item needs k other items to choose from.")
+
+def _topk_unit(x: Tensor, ids: np.ndarray, num_nodes: int, k: int, method: str, device: str, **kw):
+    "Top-k on validated unit rows `x` of items `ids`; results laid out over all `num_nodes` ids."
+    _check_k(k, len(ids))
+    check(method in ("auto", "exact", "ivf", "hnsw"), f"Unknown method {method!r}: use 'auto', 'exact', 'ivf' or 'hnsw'.")
+    if method == "auto": method = "exact" if len(ids) <= EXACT_MAX[pick_device(device).type] else "ivf"
+    if method == "exact": v, i = exact_topk(x, int(k), device, **kw)
+    else: v, i = faiss_topk(x, int(k), method, **kw)
+    v, i = v.numpy(), i.numpy()
+    sims = np.full((num_nodes, k), np.nan, np.float32); nbrs = np.full((num_nodes, k), -1, np.int64)
+    sims[ids] = np.where(i >= 0, v, np.nan); nbrs[ids] = np.where(i >= 0, ids[np.maximum(i, 0)], -1)
+    return sims, nbrs, method
+
 def topk_neighbors(emb,  # (n_items + 1, d) embeddings, row 0 = padding (zero), zero rows = no text
                    k: int = 3,  # neighbours per item (the paper: 3)
-                   method: str = "auto",  # "auto", "exact", "ivf" or "hnsw"
+                   method: str = "auto",  # "auto" (exact up to EXACT_MAX items, else "ivf"), "exact", "ivf" or "hnsw"
                    device: str = "auto",  # device for exact search
                    **kw,  # passed to `exact_topk` (block, screen) or `faiss_topk` (nprobe, nlist, ...)
                   ) -> tuple[np.ndarray, np.ndarray, str]:  # (N+1, k) cosines (NaN = none), (N+1, k) ids (-1 = none), method used
     "Each item's k most similar other items by cosine; rows of padding and of items without embedding are empty."
     x, ids = _as_unit_rows(emb)
-    check(isinstance(k, (int, np.integer)) and k >= 1, f"k must be a positive integer (neighbours per item), got {k!r}.")
-    check(k < len(ids), f"k={k} must be smaller than the number of items with an embedding ({len(ids)}): "
-                        "each item needs k other items to choose from.")
-    check(method in ("auto", "exact", "ivf", "hnsw"), f"Unknown method {method!r}: use 'auto', 'exact', 'ivf' or 'hnsw'.")
-    if method == "auto": method = "exact" if len(ids) <= EXACT_MAX[pick_device(device).type] else "ivf"
-    if method == "exact": v, i = exact_topk(x, int(k), device, **kw)
-    else: v, i = faiss_topk(x, int(k), method, **kw)
-    sims = np.full((len(emb), k), np.nan, np.float32); nbrs = np.full((len(emb), k), -1, np.int64)
-    i = i.numpy()
-    sims[ids] = np.where(i >= 0, v.numpy(), np.nan); nbrs[ids] = np.where(i >= 0, ids[np.maximum(i, 0)], -1)
-    return sims, nbrs, method
+    return _topk_unit(x, ids, len(emb), k, method, device, **kw)
 
+def sampled_recall(emb,  # (n_items + 1, d) embeddings, as for `topk_neighbors`
+                   nbrs: np.ndarray,  # (N+1, k) neighbour ids from an approximate search
+                   sample: int = 1000,  # items checked against exact search
+                   seed: int = 0,  # which items
+                   _unit=None) -> float:
+    "Share of the exact top-k neighbours found by `nbrs`, on a random sample of items (exact search in blocks)."
+    x, ids = _unit or _as_unit_rows(emb)
+    k = nbrs.shape[1]
+    pick = torch.from_numpy(np.random.default_rng(seed).choice(len(ids), min(sample, len(ids)), replace=False))
+    bs = max(1, 2**25 // len(ids))
+    ex = torch.cat([_exact_block(x[r], x, r, k)[1] for r in pick.split(bs)])  # (m, k) exact positions in x
+    return knn_recall(torch.from_numpy(nbrs[ids[pick.numpy()]]), torch.from_numpy(ids[ex.numpy()]))
+
+
+# %% [markdown]
+# From each item's top-K list to the graph: pairs are merged (either end's choice makes the edge, or both ends'
+# with `mutual=True`), the cosine is recomputed once per pair in float32, pairs below $\tau$ are dropped, and
+# self-loops are added on request.
 
 # %%
 #| export
@@ -346,6 +372,43 @@ def _edges_to_graph(a: np.ndarray, b: np.ndarray, w: np.ndarray, num_nodes: int,
     order = np.lexsort((dst, src))
     return ItemGraph(torch.from_numpy(np.stack([src[order], dst[order]]).astype(np.int64)),
                      torch.from_numpy(ww[order].astype(np.float32)), int(num_nodes), info)
+
+def _check_tau(tau) -> None:
+    check(isinstance(tau, (int, float, np.floating)) and not isinstance(tau, bool) and math.isfinite(tau) and -1 <= tau <= 1,
+          f"tau={tau!r} is not a cosine threshold: use a number in [-1, 1] (default {DEFAULT_TAU}).")
+
+def graph_from_neighbors(emb,  # (n_items + 1, d) embeddings (for the cosine weights)
+                         nbrs: np.ndarray,  # (N+1, k) each item's chosen neighbours, -1 = none
+                         tau: float = DEFAULT_TAU,  # keep a pair only if its cosine >= tau
+                         self_loops: bool = False,  # add (i, i) with weight 1 for every item with an embedding
+                         mutual: bool = False,  # keep only pairs chosen from both ends
+                         info: dict | None = None,  # extra facts to record in `ItemGraph.info`
+                        ) -> ItemGraph:
+    "The undirected graph of top-k choices: pairs merged, cosine-weighted, thresholded at tau."
+    _check_tau(tau)
+    x = torch.as_tensor(np.asarray(emb, dtype=np.float32))  # (N+1, d), no copy for float32 input
+    check(len(x) == len(nbrs), f"emb has {len(x)} rows but nbrs {len(nbrs)}.")
+    norm = x.norm(dim=1)  # (N+1,)
+    has = (norm > 0).numpy()
+    n, k = nbrs.shape
+    src = np.repeat(np.arange(n), k); dst = nbrs.ravel()
+    keep = dst >= 0
+    a, b = np.minimum(src, dst)[keep], np.maximum(src, dst)[keep]
+    key, counts = np.unique(a * n + b, return_counts=True)
+    if mutual: key = key[counts == 2]
+    a, b = key // n, key % n
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    w = ((x[ta] * x[tb]).sum(1) / (norm[ta] * norm[tb])).numpy()  # (M,) cosine, once per pair
+    kept = w >= tau
+    a, b, w = a[kept], b[kept], w[kept]
+    if self_loops:
+        loops = np.where(has)[0]
+        a, b, w = np.concatenate([a, loops]), np.concatenate([b, loops]), np.concatenate([w, np.ones(len(loops), np.float32)])
+    no_emb = int((~has[1:]).sum())
+    if no_emb: warnings.warn(f"{no_emb} items have an all-zero embedding (no text): they get no edges.")
+    info = dict(k=int(k), tau=float(tau), self_loops=bool(self_loops), mutual=bool(mutual),
+                items_without_embedding=no_emb, pairs_below_tau=int((~kept).sum()), **(info or {}))
+    return _edges_to_graph(a, b, w, n, info)
 
 def build_graph(emb,  # (n_items + 1, d) semantic embeddings; row 0 = padding (zero); zero rows = items without text
                 k: int = 3,  # top-K neighbours per item (the paper: 3)
@@ -358,40 +421,16 @@ def build_graph(emb,  # (n_items + 1, d) semantic embeddings; row 0 = padding (z
                 **kw,  # options of `exact_topk` / `faiss_topk`
                ) -> ItemGraph:
     "The global semantic graph: undirected edge (i, j) iff S_ij >= tau and j in TopK(i), weighted by the cosine."
-    check(isinstance(tau, (int, float, np.floating)) and math.isfinite(tau) and -1 <= tau <= 1,
-          f"tau={tau!r} is not a cosine threshold: use a number in [-1, 1] (default {DEFAULT_TAU}).")
-    sims, nbrs, used = topk_neighbors(emb, k, method, device, **kw)
-    x = torch.as_tensor(np.asarray(emb, dtype=np.float32))  # (N+1, d)
-    norm = x.norm(dim=1)
-    has = (norm > 0).numpy()
-    src = np.repeat(np.arange(len(nbrs)), k); dst = nbrs.ravel()
-    keep = dst >= 0
-    a, b = np.minimum(src, dst)[keep], np.maximum(src, dst)[keep]
-    key, counts = np.unique(a * len(nbrs) + b, return_counts=True)
-    if mutual: key = key[counts == 2]
-    a, b = key // len(nbrs), key % len(nbrs)
-    xu = x / norm.clamp_min(1e-30)[:, None]
-    w = (xu[torch.from_numpy(a)] * xu[torch.from_numpy(b)]).sum(1).numpy()  # (M,) cosine, computed once per pair
-    kept = w >= tau
-    a, b, w = a[kept], b[kept], w[kept]
-    if self_loops:
-        loops = np.where(has)[0]
-        a, b, w = np.concatenate([a, loops]), np.concatenate([b, loops]), np.concatenate([w, np.ones(len(loops), np.float32)])
-    no_emb = int((~has[1:]).sum())
-    info = dict(k=int(k), tau=float(tau), method=used, self_loops=bool(self_loops), mutual=bool(mutual),
-                items_without_embedding=no_emb, pairs_below_tau=int((~kept).sum()))
-    if no_emb: warnings.warn(f"{no_emb} items have an all-zero embedding (no text): they get no edges.")
+    _check_tau(tau)
+    unit = _as_unit_rows(emb)
+    _, nbrs, used = _topk_unit(*unit, len(emb), k, method, device, **kw)
+    info = dict(method=used)
     if used != "exact" and recall_sample:
-        x_valid, ids = _as_unit_rows(emb)
-        pick = torch.from_numpy(np.random.default_rng(0).choice(len(ids), min(recall_sample, len(ids)), replace=False))
-        bs = max(1, 2**25 // len(ids))
-        ex = torch.cat([_exact_block(x_valid[r], x_valid, r, k)[1] for r in pick.split(bs)])  # (m, k) exact, in blocks
-        ex, pick = ids[ex.numpy()], pick.numpy()
-        info["recall_estimate"] = knn_recall(torch.from_numpy(nbrs[ids[pick]]), torch.from_numpy(ex))
-        if info["recall_estimate"] < 0.9:
-            warnings.warn(f"The {used} index found only {info['recall_estimate']:.1%} of the exact top-{k} neighbours on "
-                          f"{len(pick)} sampled items; raise nprobe (ivf) or ef_search (hnsw), or use method='exact'.")
-    return _edges_to_graph(a, b, w, len(nbrs), info)
+        info["recall_estimate"] = r = sampled_recall(emb, nbrs, recall_sample, _unit=unit)
+        if r < 0.9: warnings.warn(f"The {used} index found only {r:.1%} of the exact top-{k} neighbours on {min(recall_sample, len(unit[1]))} "
+                                  "sampled items; raise nprobe (ivf) or ef_search (hnsw), or use method='exact'.")
+    del unit
+    return graph_from_neighbors(emb, nbrs, tau, self_loops, mutual, info)
 
 
 # %% [markdown]

@@ -26,6 +26,7 @@ import numpy as np
 from fastcore.test import test_close, test_eq, test_fail
 
 from sagerec.core import SageRecError, seed_everything
+from sagerec.graph import ItemGraph
 
 
 # %% [markdown]
@@ -35,8 +36,8 @@ from sagerec.core import SageRecError, seed_everything
 # edge in **both** directions, `edge_weight (E,)` its cosine similarity, `num_nodes = n_items + 1` (node 0 is
 # padding and never has edges). Edge $k$ carries a message from `src = edge_index[0, k]` to
 # `dst = edge_index[1, k]`; in matrix terms it is the entry $A_{\text{dst},\text{src}}$, and $(\hat A E)_i = \sum_j \hat A_{ij} E_j$
-# sums the rows of $i$'s in-neighbours. Any object with those three attributes will do: the lessons below use
-# hand-made graphs.
+# sums the rows of $i$'s in-neighbours. Any object with those three attributes will do (`sagerec.graph.ItemGraph`
+# is one); the lessons below use hand-made `ItemGraph`s.
 
 # %%
 def toy_graph(pairs, weights, num_nodes):
@@ -44,7 +45,7 @@ def toy_graph(pairs, weights, num_nodes):
     pairs = torch.tensor(pairs).T  # (2, M)
     ei = torch.cat([pairs, pairs.flip(0)], 1)  # (2, 2M)
     w = torch.tensor(weights, dtype=torch.float32).repeat(2)  # (2M,)
-    return SimpleNamespace(edge_index=ei, edge_weight=w, num_nodes=num_nodes)
+    return ItemGraph(ei, w, num_nodes)
 
 # Five nodes: 0 = padding, a triangle 1-2-3 with weights 0.5, 1.0, 0.25, and item 4 with no neighbour.
 g5 = toy_graph([(1, 2), (2, 3), (1, 3)], [0.5, 1.0, 0.25], num_nodes=5)
@@ -414,7 +415,7 @@ n, m = 2001, 20000
 u = torch.randint(1, n, (m,)); v = torch.randint(1, n, (m,))
 ok = u != v
 pr = torch.stack([torch.minimum(u, v), torch.maximum(u, v)])[:, ok].unique(dim=1)  # (2, M) distinct pairs
-big = SimpleNamespace(edge_index=torch.cat([pr, pr.flip(0)], 1), edge_weight=torch.ones(2 * pr.shape[1]), num_nodes=n)
+big = ItemGraph(torch.cat([pr, pr.flip(0)], 1), torch.ones(2 * pr.shape[1]), n)
 lay = GraphPropagation(big, dim=4, mode="fixed", node_dropout=0.0).train()
 k1, _ = lay.dropout_masks(); k2, _ = lay.dropout_masks()
 kept_pairs = torch.zeros(lay.pairs.shape[1], dtype=torch.long).index_add(0, lay.pair_of_edge, k1.long())  # 0 or 2 per pair
@@ -472,8 +473,7 @@ test_close(ratios, torch.tensor([0.0, 2.0]), eps=1e-6)
 
 # %%
 loops = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 4]])
-g5_loops = SimpleNamespace(edge_index=torch.cat([g5.edge_index, loops], 1),
-                           edge_weight=torch.cat([g5.edge_weight, torch.ones(4)]), num_nodes=5)
+g5_loops = ItemGraph(torch.cat([g5.edge_index, loops], 1), torch.cat([g5.edge_weight, torch.ones(4)]), 5)
 AI = A + torch.diag(torch.tensor([0., 1, 1, 1, 1]))
 dI_inv = AI.sum(1).pow(-0.5); dI_inv[0] = 0  # node 0: degree 0
 ref_loops = dI_inv[:, None] * AI * dI_inv[None, :]

@@ -25,11 +25,11 @@ from sagerec.propagation import NODE_DROPOUT_MODES, GraphPropagation
 # %%
 #| hide
 import time
-from types import SimpleNamespace
 
 from fastcore.test import test_close, test_eq, test_fail
 
 from sagerec.core import SageRecError, seed_everything
+from sagerec.graph import ItemGraph, random_graph
 
 # %% [markdown]
 # ## Configuration
@@ -133,7 +133,7 @@ _optimizer_steps = [0]  # steps taken by any torch optimizer in this process
 
 def _count_optimizer_step(optimizer, args, kwargs): _optimizer_steps[0] += 1
 
-# Fused optimizers (Adam(fused=True), the GPU default for some setups) update parameters without bumping
+# Fused optimizers (e.g. Adam(fused=True)) update parameters without bumping
 # their version counters, so every optimiser step is also counted here, through torch's global step hook.
 _step_hook = register_optimizer_step_post_hook(_count_optimizer_step)
 
@@ -329,7 +329,7 @@ def build_model(name: str,  # "sagerec" or "sasrec" (keys of MODELS)
 def toy_graph(pairs, num_nodes):
     "Undirected pairs stored in both directions, cosine weight 0.9 each (the graph stage's layout)."
     p = torch.tensor(pairs).T  # (2, M)
-    return SimpleNamespace(edge_index=torch.cat([p, p.flip(0)], 1), edge_weight=torch.full((2 * p.shape[1],), 0.9), num_nodes=num_nodes)
+    return ItemGraph(torch.cat([p, p.flip(0)], 1), torch.full((2 * p.shape[1],), 0.9), num_nodes)
 
 g = toy_graph([(1, 2), (2, 3), (3, 4), (1, 4), (5, 6), (6, 7)], num_nodes=9)
 cfg = ModelConfig(dim=8, n_blocks=2, n_heads=2, dropout=0.2, max_len=5)
@@ -539,9 +539,7 @@ test_fail(lambda: model.encode(torch.zeros(1, 6, dtype=torch.long)), contains="m
 def step_time(name: str, n_items: int = 12101, n_und: int = 35000, B: int = 128, L: int = 50, reps: int = 20, seed: int = 0) -> dict:
     "Median seconds of one training step (loss, backward, Adam) for `name` on synthetic Beauty-sized data."
     seed_everything(seed)
-    u, v = torch.randint(1, n_items + 1, (2, int(n_und * 1.1)))
-    pr = torch.stack([torch.minimum(u, v), torch.maximum(u, v)])[:, u != v].unique(dim=1)[:, :n_und]  # (2, M)
-    graph = SimpleNamespace(edge_index=torch.cat([pr, pr.flip(0)], 1), edge_weight=torch.rand(2 * pr.shape[1]), num_nodes=n_items + 1)
+    graph = random_graph(n_items + 1, n_und, seed=seed)
     lengths = torch.clamp(torch.distributions.Geometric(probs=1 / 7.0).sample((B,)).long() + 3, max=L + 1)  # ~9 on average
     seqs, pos = torch.zeros(B, L, dtype=torch.long), torch.zeros(B, L, dtype=torch.long)
     for b, n in enumerate(lengths.tolist()):

@@ -295,6 +295,7 @@ def train(model: nn.Module,                  # a model that follows the model co
           run_dir: Path | str | None = None, # where best.pt / last.pt go (None: keep nothing on disk)
           resume: bool = True,               # continue from run_dir/last.pt when it exists
           on_step: Callable[[int, int, float], None] | None = None,  # called as on_step(epoch, step, loss) after each step
+          on_epoch: Callable[[dict, list[dict]], None] | None = None,  # called as on_epoch(row, history) after each epoch's checkpoint
          ) -> TrainResult:
     "Train `model` on `split.train`, validate, decay the LR, stop early and checkpoint; return the history."
     cfg = cfg or TrainConfig()
@@ -363,6 +364,7 @@ def train(model: nn.Module,                  # a model that follows the model co
                 snap = snapshot()
                 if st["best_epoch"] == epoch: save_checkpoint(run_dir / "best.pt", snap)
                 save_checkpoint(last, snap)
+            if on_epoch is not None: on_epoch(row, st["history"])
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.4f}", **({f"v_{cfg.metric}": f"{row[f'valid/{cfg.metric}']:.4f}", "best": st["best_epoch"]} if "valid_loss" in row else {}))
     finally:
@@ -429,7 +431,6 @@ r0.stop_reason, r0.best_epoch, len(r0.history)
 
 # %%
 test_eq((r0.stop_reason, r0.best_epoch, len(r0.history)), ("early_stopping", 1, 2))
-
 
 # %% [markdown]
 # ## Resuming after an interruption

@@ -49,19 +49,28 @@
 # %% [markdown]
 # ## Data
 #
-# | dataset | name | where it comes from |
-# |---|---|---|
-# | Amazon Beauty slice (~1,000 users) | `beauty-mini` | shipped in `sagerec/assets/` (attribution there); the default of every notebook |
-# | Amazon Beauty 2014, 5-core | `beauty` | `$SAGEREC_DATA/beauty/` |
-# | Amazon Toys and Games 2014, 5-core | `toys` | `$SAGEREC_DATA/toys/` |
-# | MovieLens-1M (positives: rating ≥ 4) | `ml-1m` | `$SAGEREC_DATA/ml-1m/` |
+# | dataset | name | users / items / interactions | where it comes from |
+# |---|---|---|---|
+# | Amazon Beauty slice | `beauty-mini` | 1,000 / 1,848 / 9,667 | shipped in `sagerec/assets/` (see `ATTRIBUTION.md` there); every notebook's default |
+# | Amazon Beauty 2014, 5-core | `beauty` | 22,363 / 12,101 / 198,502 | `$SAGEREC_DATA/beauty/` |
+# | Amazon Toys and Games 2014, 5-core | `toys` | 19,412 / 11,924 / 167,597 | `$SAGEREC_DATA/toys/` |
+# | MovieLens-1M, rating ≥ 4, users ≥ 5 | `ml-1m` | 6,034 / 3,533 / 575,272 | `$SAGEREC_DATA/ml-1m/` |
 #
-# The full datasets are read from one folder named by the environment variable `SAGEREC_DATA` (or the
-# notebooks' `data_dir` parameter). That folder may hold either the **official raw files** a user downloads
-# (`ml-1m.zip` or its `ratings.dat`/`movies.dat`; Amazon's `reviews_<Category>_5.json.gz` and
-# `meta_<Category>.json.gz`) — `sagerec.raw.fetch_raw` downloads, resumes and verifies them — or the
-# **prepared offline copy** this project was developed with. MovieLens terms forbid redistribution, so no
-# MovieLens data is ever copied into this repository.
+# The counts are asserted in `nbs/01_data.ipynb` (and in `tests/test_data.py` when `SAGEREC_DATA` is set).
+# `load_dataset("beauty-mini")` works out of the box. For the paper's datasets, point the environment variable
+# `SAGEREC_DATA` (or the notebooks' `data_dir` parameter) at a folder holding `beauty/`, `toys/` and `ml-1m/`,
+# each in either layout:
+#
+# - the **official raw files** a user downloads: `reviews_Beauty_5.json.gz` + `meta_Beauty.json.gz`,
+#   `reviews_Toys_and_Games_5.json.gz` + `meta_Toys_and_Games.json.gz`, `ml-1m.zip` (or its `ratings.dat` and
+#   `movies.dat`). `python -c "from sagerec.raw import fetch_raw; fetch_raw('ml-1m', '/path/to/data')"`
+#   downloads them (cached, resumable, verified);
+# - the **prepared offline copy** this project was developed with (`interactions.tsv.gz`, `items.jsonl.gz`,
+#   `ratings_ordered.tsv.gz`; its provenance and checksums are documented beside it).
+#
+# Both give the same dataset. Processed datasets are cached on disk (`~/.cache/sagerec`, or `SAGEREC_CACHE`).
+# MovieLens terms forbid redistribution: never commit its files. Cite McAuley et al., SIGIR 2015 and He and
+# McAuley, WWW 2016 (Amazon), and Harper and Konstan, ACM TiiS 2015 (MovieLens).
 
 # %% [markdown]
 # ## Paper runs
@@ -100,6 +109,21 @@
 # `nbdev-readme` needs Quarto, which cannot be installed on our machines); `make test` checks the two agree.
 #
 # See `DEVELOPING.md` for the notebook workflow.
+
+# %% [markdown]
+# ## Documentation site
+#
+# ```bash
+# make docs                        # or: python tools/docs.py build   -> _site/index.html
+# python tools/docs.py serve       # then open http://127.0.0.1:8000
+# ```
+#
+# The site is built from the notebooks' stored outputs (nothing is retrained), grouped as Pipeline /
+# Experiments / Reference, with offline search and locally served MathJax. The primary build is
+# `tools/docs.py` (Sphinx + MyST-NB + Furo, all from PyPI, fully offline, checked in CI by a headless-Chromium
+# test that every page loads its images without console errors), because nbdev's `nbdev-docs` needs the Quarto
+# binary, which cannot be installed on our machines. Where Quarto is installed, `nbdev-docs` still works from
+# the same notebooks and `[tool.nbdev]`; CI does not test that path.
 
 # %% [markdown]
 # ## Citation

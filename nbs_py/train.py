@@ -155,7 +155,10 @@ tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, n_neg=n_neg, max
                    patience=patience, lr_patience=lr_patience, seed=seed, device=str(dev), num_threads=num_threads,
                    eval_batch_size=eval_batch_size, progress=progress)
 rec.log_params(train_config=tcfg)
-result = train(model, split, tcfg, run_dir=run_folder, resume=resume)
+def log_epoch(row, history):  # partial runs keep their curve in metrics.json (and in last.pt)
+    rec.log_metrics(history=history, epochs_run=len(history))
+    if not progress: print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+result = train(model, split, tcfg, run_dir=run_folder, resume=resume, on_epoch=log_epoch)
 hist = pd.DataFrame(result.history)
 rec.log_metrics(history=result.history, best_epoch=result.best_epoch, best_valid=result.best_metrics,
                 stop_reason=result.stop_reason, epochs_run=len(result.history),

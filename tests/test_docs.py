@@ -3,7 +3,7 @@
 Needs the `docs` extra (Sphinx, MyST-NB, Furo, MathJax) and, for the browser tests, Debian's `chromium` and
 `chromium-driver` plus selenium. Without them the tests skip, unless SAGEREC_REQUIRE_BROWSER=1 (CI), where a
 missing piece is a failure. A site already built from the current inputs (same fingerprint) is reused.
-Screenshots land in ci-output/screenshots/.
+Screenshots land in ci-output/screenshots/ (or $SAGEREC_CI_OUTPUT/screenshots/).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_site"
-SHOTS = ROOT / "ci-output" / "screenshots"
+SHOTS = Path(os.environ.get("SAGEREC_CI_OUTPUT") or ROOT / "ci-output") / "screenshots"
 REQUIRE = os.environ.get("SAGEREC_REQUIRE_BROWSER") == "1"
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -62,6 +62,29 @@ def _text(path: Path) -> str:
     "The visible text of an HTML page (tags stripped, entities decoded)."
     s = re.sub(r"<(script|style)\b.*?</\1>", " ", path.read_text(encoding="utf-8"), flags=re.S)
     return html.unescape(re.sub(r"<[^>]+>", "", s))
+
+
+def test_checker_catches_broken_links_images_and_remote_assets(tmp_path):
+    "The post-build checker on a hand-made three-page site with one of each problem."
+    tool = _load_tool()
+    page = lambda body: f"<html><head><title>t</title></head><body>{body}</body></html>"
+    (tmp_path / "index.html").write_text(page('<h2 id="ok">x</h2><a href="api.html#ok">fine</a>'
+                                              '<a href="api.html#nope">bad anchor</a><a href="gone.html">bad link</a>'))
+    (tmp_path / "api.html").write_text(page('<p id="ok"></p><img src="_images/missing.png">'
+                                            '<script src="https://cdn.example.org/x.js"></script>'))
+    (tmp_path / "search.html").write_text(page('<a href="https://example.org/">a plain external link is fine</a>'))
+    with pytest.raises(tool.DocsError) as e:
+        tool.check_site(tmp_path, {"pages": [{"name": "index", "src": "index.ipynb", "n_images": 0}]})
+    msg = str(e.value)
+    assert "4 problem(s)" in msg, msg
+    for part in ("broken anchor api.html#nope", "broken link <a> gone.html", "broken image <img> _images/missing.png",
+                 "loads from the network: <script> https://cdn.example.org/x.js"):
+        assert part in msg, (part, msg)
+    (tmp_path / "index.html").write_text(page('<a href="api.html#ok">fine</a>'))
+    (tmp_path / "api.html").write_text(page('<p id="ok"></p>'))
+    assert tool.check_site(tmp_path, {"pages": [{"name": "index", "src": "index.ipynb", "n_images": 0}]})["n_links"] == 1
+    with pytest.raises(tool.DocsError, match="shows 0 images but index.ipynb has 2"):
+        tool.check_site(tmp_path, {"pages": [{"name": "index", "src": "index.ipynb", "n_images": 2}]})
 
 
 def test_site_has_every_page_and_passes_the_checks(tool, site):

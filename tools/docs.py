@@ -188,14 +188,14 @@ def quarto_md_to_myst(md: str) -> str:
 
 def collapse_cr(text: str) -> str:
     "What a terminal shows for text with carriage returns (tqdm bars): the last state of each line."
-    return "\n".join(l.rsplit("\r", 1)[-1] if "\r" in l.rstrip("\r") else l.rstrip("\r")
-                     for l in text.split("\n"))
+    return "\n".join(l.rstrip("\r").rsplit("\r", 1)[-1] for l in text.split("\n"))
 
 
-def convert(nb, page: Page):
+def convert(nb, page: Page, notes: list | None = None):
     "A processed notebook -> a notebook MyST-NB renders like Quarto would (fills `page.title` and `page.anchors`)."
     import nbformat
     from nbformat.v4 import new_markdown_cell
+    notes = [] if notes is None else notes
     fm = dict(getattr(nb, "frontmatter_", {}) or {})
     page.title = str(fm.get("title") or page.src.stem)
     page.subtitle = str(fm.get("description") or "").strip()
@@ -231,6 +231,10 @@ def convert(nb, page: Page):
             if o.get("output_type") == "stream":
                 o["text"] = collapse_cr(_text(o.get("text", "")))
                 if not o["text"].strip(): continue
+            elif o.get("output_type") == "error":                  # a stored traceback: keep its ends only
+                tb = o.get("traceback", [])
+                if len(tb) > 6: o["traceback"] = [*tb[:2], f"... {len(tb) - 5} frames not shown ...", *tb[-3:]]
+                notes.append(f"{page.src.name}: a stored error output ({o.get('ename')}: {o.get('evalue', '')[:60]})")
             elif "data" in o:
                 o["data"] = {k: v for k, v in o["data"].items() if k in KEEP_MIMES}
                 if not o["data"]: continue
@@ -313,7 +317,7 @@ def api_reference(pages: list[Page], links: Links) -> str:
         if not names: continue
         lines += [f"- [`sagerec.{modname}`](#{anchor_id('sagerec.' + modname)}): {page.title}"]
         body += [f"## sagerec.{modname}", "", f"Defined in [{page.title}]({page.name}.html).", "",
-                 "| name | what it is |", "|---|---|"]
+                 "| name | what it is |", "|:---|:---|"]
         for nm in names:
             o = getattr(mod, nm)
             doc = "constant" if not callable(o) else (getattr(o, "__doc__", None) or "").strip().split("\n")[0]
@@ -368,7 +372,9 @@ def stage_sources(pages: list[Page], src: Path, log=print) -> None:
             raw = nbformat.read(pg.src, as_version=4)
             pg.module = next((m[1] for c in raw.cells if c.cell_type == "code"
                               for m in [re.search(r"^\s*#\|\s*default_exp\s+(\S+)", _src(c), re.M)] if m), None)
-            pg.nb = convert(nbdev_process(pg.src, log=log), pg)
+            notes = []
+            pg.nb = convert(nbdev_process(pg.src, log=log), pg, notes)
+            for n in notes: log(f"  note: {n}")
             log(f"  processed {pg.src.name:<24} -> {pg.name}.html  ({time.time()-t:.1f}s)")
         links = Links(pages)
         api = api_reference(pages, links)
@@ -427,7 +433,10 @@ def mathjax_static(static: Path) -> Path:
 def sphinx_build(src: Path, out: Path, jobs: int = 1) -> None:
     from sphinx.cmd.build import build_main
     doctrees = STAGE / "doctrees"
-    if out.exists(): shutil.rmtree(out)
+    if out.exists():
+        ours = out == SITE or not any(out.iterdir()) or (out / ".buildinfo").exists() or (out / STAMP).exists()
+        if not ours: raise DocsError(f"{out} exists and is not a site built by this tool: choose another --out")
+        shutil.rmtree(out)
     args = ["-b", "html", "-c", str(CONF), "-d", str(doctrees), "-E", "-W", "--keep-going", "-q",
             "-j", str(jobs), str(src), str(out)]
     rc = build_main(args)
