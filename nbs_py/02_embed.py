@@ -29,7 +29,7 @@ import time
 
 from fastcore.test import test_close, test_eq, test_fail
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub look-ups while the notebook runs
+_ = os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub look-ups while the notebook runs
 
 # %% [markdown]
 # The paper encodes each item's prompt (`"Title: ... Categories: ... Brand: ..."`, built by the data stage) with
@@ -156,7 +156,12 @@ with tempfile.TemporaryDirectory() as d:  # a copy elsewhere has the same identi
 @functools.lru_cache(maxsize=2)
 def _load_model(folder: str, device: str):
     from sentence_transformers import SentenceTransformer
-    return SentenceTransformer(folder, device=device)
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar for a local model
+    try: return SentenceTransformer(folder, device=device)
+    finally:
+        if was: hf_logging.enable_progress_bar()
 
 def _is_empty(t) -> bool:
     return t is None or (isinstance(t, float) and np.isnan(t)) or not str(t).strip()
@@ -208,11 +213,12 @@ test_fail(lambda: encode_texts(demo, max_length=0), contains="max_length must be
 test_fail(lambda: encode_texts(demo, max_length=4096), contains="exceeds what the model can read")
 
 # %% [markdown]
-# Truncation matters: at 8 tokens, two texts that differ only after the 8th token become the same vector.
+# Truncation matters: at 8 tokens (6 of text between the `[CLS]` and `[SEP]` markers), two texts that differ only
+# later become the same vector.
 
 # %%
-long_a = "Title: Shampoo. " + "Gentle formula for dry hair with argan oil. " * 3
-long_b = "Title: Shampoo. " + "Volume formula for fine hair with citrus. " * 3
+long_a = "Title: Daily Shampoo, salon formula, 500 ml. " + "Gentle formula for dry hair with argan oil. " * 3
+long_b = "Title: Daily Shampoo, salon formula, 500 ml. " + "Volume formula for fine hair with citrus. " * 3
 E8, E128 = encode_texts([long_a, long_b], max_length=8, progress=False), encode_texts([long_a, long_b], progress=False)
 float(E8[0] @ E8[1]), float(E128[0] @ E128[1])
 

@@ -239,21 +239,31 @@ test_eq(pairs[:, inv].sort(0).values, g5.edge_index.sort(0).values)  # every dir
 #    no parameters. The random-graph ablation (D) is this layer on a graph from `sagerec.graph.random_graph`;
 #    self-loops, when wanted, are edges $(i, i)$ added when the graph is built.
 # 2. in training only: **edge dropout** (`edge_dropout=0.2`) keeps each undirected edge with probability 0.8,
-#    a fresh subset every call, both directions together; **node dropout** (`node_dropout=0.5`).
-#    `node_dropout_mode="messages"` (default reading): a dropped node sends no message in this step (its
-#    outgoing edges are removed before the degrees are computed, so receivers renormalise over the neighbours
-#    left); `"rows"` (the other reading): dropout on whole rows of the embedding table before propagation,
-#    scaled by 1/(1-p) as `F.dropout` does.
-# 3. `sym_norm` on the weights that survive, then `n_layers` residual layers (default 1). With several layers
-#    the same $\hat A$ (weights from $E^{(0)}$) is used at every layer.
+#    a fresh subset every call, both directions together; $\hat A$ is normalised on the edges kept.
+#    **Node dropout** (`node_dropout=0.5`), three readings:
+#    - `"messages"` (default, SPEC.md): a dropped node sends no message in this step. $\hat A$ stays the one of
+#      the edge-dropped graph; the messages of dropped senders are removed and the others scaled by 1/(1-p),
+#      so a row's expected aggregate equals its evaluation-time value (inverted dropout, as `F.dropout`).
+#    - `"rows"` (SPEC.md's other reading): dropout on whole rows of the embedding table before propagation
+#      (the node's own row too), scaled by 1/(1-p).
+#    - `"nodes"` (SGL's node dropout, the augmentation the paper's term comes from): a dropped node loses all
+#      its edges, both directions, before $\hat A$ is normalised.
+# 3. `sym_norm` on the weights of the kept graph, then `n_layers` residual layers (default 1). With several
+#    layers the same $\hat A$ (weights from $E^{(0)}$) is used at every layer.
 #
-# The dropout masks are drawn first, so in training the edge MLP only runs on the undirected edges that still
-# carry a message (about 60% of them at the paper's rates).
+# The dropout masks are drawn first, so in training the edge MLP only runs on the undirected edges that are
+# still in the graph (80% at the paper's rates).
+#
+# **Only the rows a step uses.** A training step reads a few thousand rows of the propagated table (the items of
+# its batch and its negatives), not all N. With `rows=` (one layer), the layer sends only the messages into
+# those rows, and computes edge weights only where a degree they need depends on them: the edges into the
+# wanted rows and into their senders. The wanted rows come out exactly as in the full computation (same
+# dropout masks); the other rows are left as the input and must not be used.
 
 # %%
 #| export
 GRAPH_MODES = ("learned", "fixed")
-NODE_DROPOUT_MODES = ("messages", "rows")
+NODE_DROPOUT_MODES = ("messages", "rows", "nodes")
 
 class GraphPropagation(nn.Module):
     "Adaptive graph layer(s) $E^{(l+1)} = E^{(l)} + \\hat A E^{(l)}$ over a fixed item graph (learned or fixed weights)."
@@ -264,7 +274,7 @@ class GraphPropagation(nn.Module):
                  n_layers: int = 1,  # propagation layers (paper: 1)
                  edge_dropout: float = 0.2,  # share of undirected edges dropped per training step
                  node_dropout: float = 0.5,  # share of nodes dropped per training step
-                 node_dropout_mode: str = "messages",  # "messages": dropped nodes send nothing; "rows": row dropout
+                 node_dropout_mode: str = "messages",  # "messages": dropped nodes send nothing; "rows": row dropout; "nodes": SGL
                  symmetric: bool = True,  # one weight per undirected edge (mean of both orders' logits)
                 ):
         super().__init__()
@@ -320,28 +330,45 @@ class GraphPropagation(nn.Module):
         return w[slot[pid]]  # (E',)
 
     def dropout_masks(self) -> tuple[Tensor | None, Tensor | None]:  # keep (E,) bool or None, alive (N,) bool or None
-        "Fresh training-time masks: which directed edges survive edge (and message-node) dropout, which nodes are alive."
+        "Fresh training-time masks: which directed edges stay in the graph, which nodes are alive (None: no dropout)."
         if not self.training: return None, None
         dev, keep, alive = self.edge_index.device, None, None
         if self.edge_dropout > 0:
             keep = (torch.rand(self.pairs.shape[1], device=dev) >= self.edge_dropout)[self.pair_of_edge]  # (E,) both directions together
         if self.node_dropout > 0:
             alive = torch.rand(self.num_nodes, device=dev) >= self.node_dropout  # (N,)
-            if self.node_dropout_mode == "messages":
-                sends = alive[self.edge_index[0]]  # (E,) a dropped node sends no message
-                keep = sends if keep is None else keep & sends
+            if self.node_dropout_mode == "nodes":  # SGL: a dropped node takes all its edges with it
+                both = alive[self.edge_index[0]] & alive[self.edge_index[1]]  # (E,)
+                keep = both if keep is None else keep & both
         return keep, alive
 
-    def forward(self, x: Tensor) -> Tensor:  # (N, d) propagated table
-        "Propagate the item table `x` (N, d) through `n_layers` residual graph layers."
+    def forward(self,
+                x: Tensor,  # (N, d) item table E^(0)
+                rows: Tensor | None = None,  # ids of the rows that will be used (None: all); honoured with 1 layer
+               ) -> Tensor:  # (N, d) propagated table; with `rows`, the other rows are left as in `x`
+        "Propagate the item table `x` through `n_layers` residual graph layers (only the rows in `rows`, if given)."
         check(x.shape[0] == self.num_nodes, f"The item table has {x.shape[0]} rows but the graph has {self.num_nodes} nodes "
                                            "(n_items + 1): build the graph for this dataset.")
-        keep, alive = self.dropout_masks()
-        ei = self.edge_index if keep is None else self.edge_index[:, keep]  # (2, E') surviving edges
-        w = self.edge_weights(x, keep)  # (E',) the MLP runs only on pairs with a surviving direction
+        keep, alive = self.dropout_masks()  # keep: edges of this step's graph (degrees come from them)
+        src, dst = self.edge_index
+        drop_msgs = alive is not None and self.node_dropout_mode == "messages"
+        send = keep  # (E,) bool or None: the edges that carry a message
+        if drop_msgs: send = alive[src] if keep is None else keep & alive[src]
+        use = keep  # (E,) bool or None: the edges whose weight is needed
+        if rows is not None and self.n_layers == 1:
+            out_rows = torch.zeros(self.num_nodes, dtype=torch.bool, device=x.device).index_fill_(0, rows, True)  # (N,)
+            send = out_rows[dst] if send is None else send & out_rows[dst]  # (E,) messages into the wanted rows
+            deg_rows = out_rows.index_fill(0, src[send], True)  # (N,) wanted rows and their senders need full degrees
+            use = deg_rows[dst] if keep is None else keep & deg_rows[dst]  # (E,) every kept edge into those
+        ei = self.edge_index if use is None else self.edge_index[:, use]  # (2, E')
+        w = self.edge_weights(x, use)  # (E',) the MLP runs only on pairs whose weight is needed
         if alive is not None and self.node_dropout_mode == "rows":
             x = x * (alive[:, None].to(x.dtype) / (1 - self.node_dropout))  # (N, d) row dropout
         norm = sym_norm(ei, w, self.num_nodes)  # (E',)
+        if send is not None and send is not use:
+            sel = send if use is None else send[use]  # (E',) which of the weighted edges send a message
+            ei, norm = ei[:, sel], norm[sel]
+        if drop_msgs: norm = norm / (1 - self.node_dropout)  # inverted dropout on the messages
         for _ in range(self.n_layers): x = graph_layer(x, ei, norm)  # (N, d)
         return x
 
@@ -419,7 +446,7 @@ big = ItemGraph(torch.cat([pr, pr.flip(0)], 1), torch.ones(2 * pr.shape[1]), n)
 lay = GraphPropagation(big, dim=4, mode="fixed", node_dropout=0.0).train()
 k1, _ = lay.dropout_masks(); k2, _ = lay.dropout_masks()
 kept_pairs = torch.zeros(lay.pairs.shape[1], dtype=torch.long).index_add(0, lay.pair_of_edge, k1.long())  # 0 or 2 per pair
-lay_nodes = GraphPropagation(big, dim=4, mode="fixed", edge_dropout=0.0).train()
+lay_nodes = GraphPropagation(big, dim=4, mode="fixed", edge_dropout=0.0, node_dropout_mode="nodes").train()
 k3, alive = lay_nodes.dropout_masks()
 summary = dict(kept=k1.float().mean().item(), overlap_of_two_calls=(k1 & k2).float().mean().item(),
                nodes_alive=alive.float().mean().item(), eval_masks=lay.eval().dropout_masks())
@@ -430,15 +457,15 @@ test_close(summary["kept"], 0.8, eps=0.02)
 test_close(summary["overlap_of_two_calls"], 0.64, eps=0.02)  # independent fresh subsets
 assert set(kept_pairs.tolist()) <= {0, 2}  # an undirected edge is kept or dropped in both directions
 test_close(summary["nodes_alive"], 0.5, eps=0.05)
-test_eq(k3, alive[big.edge_index[0]])  # messages mode: an edge survives iff its sender is alive
+test_eq(k3, alive[big.edge_index[0]] & alive[big.edge_index[1]])  # nodes mode: an edge stays iff both ends are alive
 test_eq(summary["eval_masks"], (None, None))
 x = torch.randn(n, 4)
 lay.train(); assert not torch.equal(lay(x), lay(x))  # a fresh subset every call
 lay.eval(); test_eq(lay(x), lay(x))
 
 # %% [markdown]
-# In training the learned layer evaluates its MLP only on the pairs that still carry a message; the weights it
-# gets are exactly those of the full computation, restricted to the surviving edges.
+# In training the learned layer evaluates its MLP only on the pairs still in the graph; the weights it gets are
+# exactly those of the full computation, restricted to the kept edges.
 
 # %%
 seed_everything(0)
@@ -450,7 +477,52 @@ k_both.float().mean().item(), (w_part - w_full).abs().max().item()
 
 # %%
 test_close(w_part, w_full, eps=1e-6)
-test_close(k_both.float().mean().item(), 0.8 * 0.5, eps=0.03)  # 80% of edges x 50% of senders
+test_close(k_both.float().mean().item(), 0.8, eps=0.03)  # messages mode: node dropout leaves the graph alone
+
+
+# %% [markdown]
+# **Restricting to the used rows is exact**: with the same dropout masks (same seed), the wanted rows and the
+# gradients of a loss on them match the full computation.
+
+# %%
+def rows_vs_full(layer, x, rows, seed=0):
+    "Outputs at `rows` and gradients (input, edge MLP) of a loss on them, computed fully and restricted."
+    res = []
+    for r in (None, rows):
+        xx = x.clone().requires_grad_(True)
+        layer.zero_grad(); seed_everything(seed)
+        y = layer(xx, r)[rows]  # (R, d)
+        (y * torch.linspace(-1, 1, y.shape[1])).square().sum().backward()
+        res.append((y.detach(), xx.grad, [p.grad.clone() for p in layer.parameters()]))
+    return res
+
+wanted = torch.randint(1, n, (300,))
+full, part = rows_vs_full(lay_learned.train(), x, wanted)
+(full[0] - part[0]).abs().max(), (full[1] - part[1]).abs().max(), max((a - b).abs().max() for a, b in zip(full[2], part[2]))
+
+# %%
+test_close(part[0], full[0], eps=1e-5)
+test_close(part[1], full[1], eps=1e-5)
+for a, b in zip(full[2], part[2]): test_close(a, b, eps=1e-4)
+
+# %% [markdown]
+# **Message-node dropout against the dense formula** (the default): with the same seed, the layer computes
+# $E + \hat A\,\mathrm{diag}(m / (1-p))\,E$ where $\hat A$ is the normalised adjacency of the (here complete)
+# graph and $m$ marks the alive senders. So a dropped item still receives, but sends nothing.
+
+# %%
+msgs = GraphPropagation(g5, dim=3, mode="fixed", edge_dropout=0.0, node_dropout=0.5).train()
+E0 = torch.randn(5, 3)
+draws = []
+for seed in range(8):
+    seed_everything(seed); _, alive5 = msgs.dropout_masks()
+    seed_everything(seed); out_msgs = msgs(E0)
+    draws.append((alive5[1:4].int().tolist(), (out_msgs - (E0 + A_hat_ref @ (alive5[:, None] * E0 / 0.5))).abs().max().item()))
+draws  # (alive senders among items 1-3, max deviation from the dense formula)
+
+# %%
+assert all(dev < 1e-6 for _, dev in draws)
+assert any(0 < sum(a) < 3 for a, _ in draws)  # some draws mix alive and dropped senders
 
 # %% [markdown]
 # The `"rows"` reading drops whole rows of the table (scaled by 1/(1-p)) before propagating; an isolated
@@ -494,7 +566,7 @@ bad0 = toy_graph([(0, 1), (1, 2)], [1.0, 1.0], 3)
 test_fail(lambda: GraphPropagation(bad0, 4), contains="node 0, which is padding")
 test_fail(lambda: GraphPropagation(toy_graph([(1, 2)], [-0.1], 3), 4, mode="fixed"), contains="negative")
 test_fail(lambda: GraphPropagation(g5, 4, mode="cosine"), contains="Unknown graph mode")
-test_fail(lambda: GraphPropagation(g5, 4, node_dropout_mode="nodes"), contains="Unknown node_dropout_mode")
+test_fail(lambda: GraphPropagation(g5, 4, node_dropout_mode="senders"), contains="Unknown node_dropout_mode")
 test_fail(lambda: GraphPropagation(SimpleNamespace(edge_index=g5.edge_index), 4), contains="no attribute 'edge_weight'")
 test_fail(lambda: GraphPropagation(g5, 3).eval()(torch.randn(7, 3)), contains="build the graph for this dataset")
 

@@ -60,19 +60,46 @@ assert m.any(-1).all()  # no query with an empty row
 # Most of a left-padded batch is padding (Beauty: about 9 items per user against a width of up to 50), and every
 # position-wise part of a block (LayerNorm, projections, FFN, dropout) would spend most of its time on it. So the
 # encoder works on **packed tokens**: the n real items of the batch as an (n, D) matrix, in row-major order.
-# Only attention needs the (B, L) layout: the projected queries, keys and values are scattered into a zero
-# (B, L, .) tensor, attended with the mask above, and the real positions gathered back. Padding positions are
-# never computed and come out as exact zeros.
+#
+# Only attention needs a (rows, width) layout. With `bucketed=True` the rows are grouped by length (1, 2, 3-4,
+# 5-8, 9-16, ... items) and each group is attended at its own width, so a batch of mostly short sequences with a
+# few long ones does not pay $L^2$ for every row: the projected queries, keys and values of a group are
+# scattered into a zero (B_g, L_g, .) tensor, attended with the mask above, and gathered back. Rows are
+# independent in attention, so grouping changes no value. With `bucketed=False` the whole batch is one group
+# (fewer, larger kernel calls: better on a GPU). Padding positions are never computed and come out as zeros.
 
 # %%
 #| export
 class Packing:
-    "Where the real items of a left-padded (B, L) batch sit: flat indices, and converters between layouts."
-    def __init__(self, valid: Tensor):  # (B, L) bool
+    "Where the real items of a left-padded (B, L) batch sit, and how attention groups the rows."
+    def __init__(self,
+                 valid: Tensor,  # (B, L) bool, True at real items (left-padded rows)
+                 bucketed: bool = False,  # attend rows in groups of similar length
+                ):
         self.valid = valid
         self.B, self.L = valid.shape
         self.flat = valid.reshape(-1).nonzero().squeeze(1)  # (n,) indices into the flattened (B*L) batch
-        self.mask = attention_mask(valid)  # (B, 1, L, L)
+        self.groups, self.order = self._groups(bucketed)
+
+    def _groups(self, bucketed: bool) -> tuple[list, Tensor | None]:
+        "Attention groups (tokens, local index, rows, width, mask) and the permutation that restores token order."
+        lengths = self.valid.sum(1)  # (B,)
+        if not bucketed or self.n == 0: return [(None, self.flat, self.B, self.L, attention_mask(self.valid))], None
+        dev = self.valid.device
+        row, from_end = self.flat // self.L, self.L - 1 - self.flat % self.L  # (n,), (n,)
+        bucket = torch.ceil(torch.log2(lengths.clamp_min(1).float())).long().masked_fill(lengths == 0, -1)  # (B,)
+        groups, toks = [], []
+        for b in bucket.unique().tolist():
+            if b < 0: continue
+            rows = (bucket == b).nonzero().squeeze(1)  # (B_g,)
+            Lg = int(lengths[rows].max())
+            slot = torch.full((self.B,), -1, dtype=torch.long, device=dev).index_copy(0, rows, torch.arange(len(rows), device=dev))
+            tok = (slot[row] >= 0).nonzero().squeeze(1)  # (n_g,) packed tokens of this group
+            local = slot[row[tok]] * Lg + (Lg - 1 - from_end[tok])  # (n_g,) index into the (B_g * L_g) layout
+            valid_g = torch.arange(Lg, device=dev)[None] >= (Lg - lengths[rows])[:, None]  # (B_g, L_g)
+            groups.append((tok, local, len(rows), Lg, attention_mask(valid_g)))
+            toks.append(tok)
+        return groups, torch.argsort(torch.cat(toks))
 
     @property
     def n(self) -> int: return self.flat.shape[0]
@@ -96,6 +123,21 @@ pk.flat, pk.pack(xb).squeeze(1), pk.unpack(pk.pack(xb)).squeeze(-1)
 test_eq(pk.n, 3); test_eq(pk.columns(), torch.tensor([1, 2, 2]))
 test_eq(pk.pack(xb).squeeze(1), torch.tensor([1., 2., 5.]))
 test_eq(pk.unpack(pk.pack(xb)).squeeze(-1), torch.tensor([[0., 1., 2.], [0., 0., 5.]]))
+
+# %% [markdown]
+# Bucketed, a batch with lengths 1, 6, 2, 0 and 5 (width 6) is attended as three groups: widths 1, 2 and 6
+# (lengths 5 and 6 share the 5-8 bucket); the empty row is in none.
+
+# %%
+lengths = torch.tensor([1, 6, 2, 0, 5])
+vb = torch.arange(6)[None] >= (6 - lengths)[:, None]  # (5, 6) left-padded
+pkb = Packing(vb, bucketed=True)
+[(Bg, Lg, mask.shape) for _, _, Bg, Lg, mask in pkb.groups]
+
+# %%
+test_eq([(Bg, Lg) for _, _, Bg, Lg, _ in pkb.groups], [(1, 1), (1, 2), (2, 6)])
+test_eq(sorted(torch.cat([t for t, *_ in pkb.groups]).tolist()), list(range(pkb.n)))  # every token in one group
+test_eq(torch.cat([t for t, *_ in pkb.groups])[pkb.order], torch.arange(pkb.n))  # `order` restores token order
 
 
 # %% [markdown]
@@ -122,10 +164,16 @@ class SelfAttention(nn.Module):
 
     def forward(self, xp: Tensor, pk: Packing) -> Tensor:  # (n, D) -> (n, D)
         D, H = xp.shape[-1], self.n_heads
-        qkv = pk.unpack(self.qkv(xp)).view(pk.B, pk.L, 3, H, D // H).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, D/H)
-        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=pk.mask,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, H, L, D/H)
-        return self.out(pk.pack(y.transpose(1, 2)))  # (n, D)
+        qkv = self.qkv(xp)  # (n, 3D)
+        parts = []
+        for tok, local, Bg, Lg, mask in pk.groups:
+            z = qkv if tok is None else qkv.index_select(0, tok)  # (n_g, 3D)
+            z = z.new_zeros(Bg * Lg, 3 * D).index_copy(0, local, z).view(Bg, Lg, 3, H, D // H).permute(2, 0, 3, 1, 4)  # 3 x (B_g, H, L_g, D/H)
+            y = F.scaled_dot_product_attention(z[0], z[1], z[2], attn_mask=mask,
+                                               dropout_p=self.dropout if self.training else 0.0)  # (B_g, H, L_g, D/H)
+            parts.append(y.transpose(1, 2).reshape(Bg * Lg, D).index_select(0, local))  # (n_g, D)
+        y = parts[0] if pk.order is None else torch.cat(parts).index_select(0, pk.order)  # (n, D)
+        return self.out(y)  # (n, D)
 
 class FeedForward(nn.Module):
     "Position-wise FFN: Linear, ReLU, dropout, Linear, dropout (width d, as SASRec)."
@@ -174,13 +222,19 @@ class SASRecEncoder(nn.Module):
                  max_len: int = 50,  # positions (paper: 50 Beauty/Toys, 165 ML-1M)
                  use_position: bool = True,  # learned positional embedding (False: ablation E)
                  scale_input: bool = True,  # multiply item embeddings by sqrt(d) (SASRec's code)
+                 length_buckets: bool | None = None,  # attend rows grouped by length (None: on CPU, not on GPU)
                 ):
         super().__init__()
-        self.dim, self.max_len, self.scale_input = dim, max_len, scale_input
+        self.dim, self.max_len, self.scale_input, self.length_buckets = dim, max_len, scale_input, length_buckets
         self.pos_emb = nn.Embedding(max_len, dim) if use_position else None
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, n_heads, dropout) for _ in range(n_blocks))
         self.ln = nn.LayerNorm(dim)
+
+    def packing(self, valid: Tensor) -> Packing:  # (B, L) bool
+        "The `Packing` of a batch, bucketed by length as `length_buckets` says (auto: on CPU only)."
+        b = self.length_buckets if self.length_buckets is not None else valid.device.type == "cpu"
+        return Packing(valid, bucketed=b)
 
     def forward_packed(self,
                        xp: Tensor,  # (n, D) embeddings of the real items, row-major over the batch
@@ -199,7 +253,7 @@ class SASRecEncoder(nn.Module):
                 x: Tensor,  # (B, L, D) item embeddings of a left-padded batch, L <= max_len
                 valid: Tensor,  # (B, L) bool, True at real items
                ) -> Tensor:  # (B, L, D) hidden state per position, 0 at padding
-        pk = Packing(valid)
+        pk = self.packing(valid)
         return pk.unpack(self.forward_packed(pk.pack(x), pk))
 
 
@@ -216,7 +270,7 @@ test_eq(h.shape, (3, 5, 8))
 test_eq(h[~valid], torch.zeros(int((~valid).sum()), 8))  # padding outputs are exactly zero
 assert torch.isfinite(h).all()
 test_eq(sum(p.numel() for p in enc.pos_emb.parameters()), 6 * 8)
-test_close(enc.forward_packed(Packing(valid).pack(x), Packing(valid)), h[valid], eps=1e-6)  # the packed entry point
+test_close(enc.forward_packed(Packing(valid).pack(x), Packing(valid)), h[valid], eps=1e-6)  # the packed entry point, one group
 
 
 # %% [markdown]
@@ -240,6 +294,24 @@ ref = padded_reference(enc, x, valid)
 
 # %%
 test_close(ref, h, eps=1e-5)
+
+# %% [markdown]
+# **Length buckets change nothing** either: a batch of 40 rows with lengths from 0 to 6, attended in length
+# groups and as one padded group, in evaluation mode.
+
+# %%
+seed_everything(1)
+lens = torch.randint(0, 7, (40,))
+vl = torch.arange(6)[None] >= (6 - lens)[:, None]  # (40, 6)
+xl = torch.randn(40, 6, 8)
+enc.length_buckets = True; hb = enc(xl, vl)
+enc.length_buckets = False; h1 = enc(xl, vl)
+enc.length_buckets = None  # back to auto
+len(enc.packing(vl).groups), (hb - h1).abs().max()
+
+# %%
+test_close(hb, h1, eps=1e-5)
+assert len(Packing(vl, bucketed=True).groups) >= 3
 
 # %% [markdown]
 # **Causality**: changing a later item leaves every earlier output unchanged (evaluation mode, no dropout).

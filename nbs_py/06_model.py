@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from sagerec.core import check
-from sagerec.encoder import Packing, SASRecEncoder
+from sagerec.encoder import SASRecEncoder
 from sagerec.propagation import NODE_DROPOUT_MODES, GraphPropagation
 
 # %%
@@ -118,8 +118,10 @@ test_fail(lambda: ModelConfig(dropout=1.0), contains="dropout=1.0 must be in [0,
 # (SASRec's loss; with one negative it is exactly SASRec's two BCE means). Any number K of negatives per position
 # works; the trainer draws them. Negatives at positions without a target are ignored.
 #
-# **Cost.** The tables are computed once per `loss` call, so the graph propagation runs once per training step
-# over the whole catalogue. In evaluation (`model.eval()` and `torch.no_grad()`), the tables are computed once
+# **Cost.** The tables are computed once per `loss` call, so the graph propagation runs once per training step.
+# `loss` asks only for the rows its batch uses (inputs, targets, negatives: a few thousand of the N items), which
+# the graph layer computes exactly (same values and gradients as the whole table, shown below);
+# `restrict_to_batch = False` switches this off. In evaluation (`model.eval()` and `torch.no_grad()`), the tables are computed once
 # and cached: the cache is keyed by the count of optimiser steps taken in the process (torch's global step
 # hook), and by every parameter's storage and version counter (bumped by in-place writes such as
 # `load_state_dict`), and dropped by `train()` / `eval()`, so it cannot go stale. The version counter alone is not
@@ -146,8 +148,8 @@ class SeqRecModel(nn.Module):
         self._cache: tuple | None = None
 
     # --- what a subclass defines
-    def compute_tables(self) -> tuple[Tensor, Tensor]:  # input table (N+1, D), output table (N+1, D)
-        "The input and output item tables for this step (no caching)."
+    def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # input (N+1, D), output (N+1, D)
+        "The input and output item tables for this step (no caching); only the ids in `rows` must be right, if given."
         raise NotImplementedError
 
     def encode_with(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) with table (N+1, D) -> (B, L, D)
@@ -166,9 +168,11 @@ class SeqRecModel(nn.Module):
     def _state_key(self) -> tuple:
         return _optimizer_steps[0], tuple((p.data_ptr(), p._version) for p in self.parameters())
 
-    def tables(self) -> tuple[Tensor, Tensor]:  # input (N+1, D), output (N+1, D)
-        "`compute_tables()`, cached in eval mode without gradients until a parameter changes or `train()` is called."
-        if self.training or torch.is_grad_enabled(): return self.compute_tables()
+    restrict_to_batch: bool = True  # loss(): compute only the table rows the batch uses (exact; False: whole tables)
+
+    def tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # input (N+1, D), output (N+1, D)
+        "`compute_tables(rows)`; in eval mode without gradients, the whole tables, cached until a parameter changes."
+        if self.training or torch.is_grad_enabled(): return self.compute_tables(rows)
         key = self._state_key()
         if self._cache is None or self._cache[0] != key: self._cache = (key, self.compute_tables())
         return self._cache[1]
@@ -189,12 +193,14 @@ class SeqRecModel(nn.Module):
         self._check_ids(seqs, "seqs")
         return self.encode_with(seqs, self.item_embeddings())
 
-    def _check_ids(self, *named) -> None:
+    def _check_ids(self, *named) -> Tensor:  # all the ids, flattened
         for t, name in zip(named[::2], named[1::2]):
             check(not t.is_floating_point() and t.ndim >= 2, f"{name} must be an integer tensor of shape (B, L[, K]); got {t.dtype} {tuple(t.shape)}.")
-        lo, hi = torch.cat([t.reshape(-1) for t in named[::2]]).aminmax()
+        ids = torch.cat([t.reshape(-1) for t in named[::2]])
+        lo, hi = ids.aminmax()
         check(int(lo) >= 0 and int(hi) <= self.n_items, f"Item ids must be in 0..{self.n_items} (0 = padding); got {int(lo)}..{int(hi)}. "
                                                          "Was the model built for this dataset?")
+        return ids
 
     def loss(self,
              seqs: Tensor,  # (B, L) input items, left-padded with 0
@@ -205,8 +211,8 @@ class SeqRecModel(nn.Module):
         if neg.ndim == 2: neg = neg[..., None]  # (B, L, 1)
         check(seqs.ndim == 2 and pos.shape == seqs.shape and neg.shape[:2] == seqs.shape,
               f"loss needs seqs (B, L), pos (B, L), neg (B, L, K); got {tuple(seqs.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}.")
-        self._check_ids(seqs, "seqs", pos, "pos", neg, "neg")
-        inp, out = self.tables()
+        ids = self._check_ids(seqs, "seqs", pos, "pos", neg, "neg")
+        inp, out = self.tables(ids if self.restrict_to_batch else None)
         h = self.encode_with(seqs, inp)  # (B, L, D)
         valid = pos != 0  # (B, L)
         hv = h[valid]  # (n, D)
@@ -285,14 +291,14 @@ class SAGERec(SeqRecModel):
         xavier_init_(self)
         self._cache = None
 
-    def compute_tables(self) -> tuple[Tensor, Tensor]:  # (N+1, D), (N+1, D)
+    def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # (N+1, D), (N+1, D)
         raw = self.item_emb.weight  # (N+1, D)
         if self.graph is None: return raw, raw
-        prop = self.graph(raw)  # (N+1, D)
+        prop = self.graph(raw, rows)  # (N+1, D), exact at `rows`
         return prop, (prop if self.cfg.output_embedding == "graph" else raw)
 
     def encode_with(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) -> (B, L, D)
-        pk = Packing(seqs != 0)  # only real items are looked up and encoded
+        pk = self.encoder.packing(seqs != 0)  # only real items are looked up and encoded
         xp = F.embedding(seqs.reshape(-1).index_select(0, pk.flat), table)  # (n, D)
         return pk.unpack(self.encoder.forward_packed(xp, pk))  # (B, L, D), 0 at padding
 
@@ -458,6 +464,35 @@ assert all(v > 0 for v in edge_grads.values()), edge_grads
 assert l1 < l0
 test_eq(m.item_emb.weight.grad[0], torch.zeros(8))  # the padding row gets no gradient
 
+# %% [markdown]
+# **Computing only the batch's rows is exact**: on a batch that uses items 1, 2, 3, 5 and 6 (item 4 and 7 only
+# send messages to them, item 8 is not involved), with the paper's dropouts on and the same seed, the loss and
+# every gradient are the same as with the whole propagated table.
+
+# %%
+seqs_s, pos_s = torch.tensor([[0, 1, 2], [0, 0, 3]]), torch.tensor([[0, 2, 3], [0, 0, 2]])
+neg_s = torch.tensor([[0, 5, 5], [0, 0, 6]])
+
+def loss_and_grads(m, restrict: bool, seed: int = 0):
+    "Training-mode loss and gradients with or without the batch-rows restriction."
+    m.train(); m.zero_grad(); m.restrict_to_batch = restrict
+    seed_everything(seed)
+    loss = m.loss(seqs_s, pos_s, neg_s); loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in m.named_parameters()}
+
+seed_everything(0)
+m_rows = build_model("sagerec", 8, replace(cfg, edge_dropout=0.2, node_dropout=0.5), g)
+cmp = []
+for seed in range(6):  # six draws of the dropout masks
+    (l_all, g_all), (l_rows, g_rows) = loss_and_grads(m_rows, False, seed), loss_and_grads(m_rows, True, seed)
+    cmp.append(dict(loss_all=round(l_all, 6), loss_rows=round(l_rows, 6), max_grad_diff=max((g_all[n] - g_rows[n]).abs().max().item() for n in g_all),
+                    edge_mlp_grad=g_all["graph.edge_mlp.lin1.weight"].abs().sum().item()))
+cmp
+
+# %%
+for c in cmp: test_close(c["loss_rows"], c["loss_all"], eps=1e-6); assert c["max_grad_diff"] < 1e-5
+assert sum(c["edge_mlp_grad"] > 0 for c in cmp) >= 3  # the edge MLP is in play in most draws
+
 
 # %% [markdown]
 # **Eval-time cache**: under `eval()` + `no_grad`, the propagated table is computed once and reused; an
@@ -530,45 +565,61 @@ test_fail(lambda: model.encode(torch.zeros(1, 6, dtype=torch.long)), contains="m
 # ## Cost of one training step at Beauty size
 #
 # One forward + backward + Adam step of a Beauty-sized batch on a synthetic catalogue: N = 12,101 items, a
-# random graph of about 35,000 undirected (70,000 directed) edges, B = 128 sequences of the Beauty-like length
-# mix (mostly short, a long tail up to 50), one negative per position. The batch is trimmed to its longest
-# sequence, as the trainer does. Timings depend on the machine and its load; the cell prints the CPU threads.
+# random graph of 35,000 undirected (70,000 directed) edges, B = 128 sequences with Beauty-like lengths
+# (mostly short, a long tail up to 50), one negative per position, the batch trimmed to its longest sequence as
+# the trainer does. SASRec and SAGERec steps alternate so that both see the same machine load; the cell
+# reports the median wall time and CPU time per step, the threads used and the load average (this machine is
+# shared, so wall times vary with what else runs).
 
 # %%
 #| slow
-def step_time(name: str, n_items: int = 12101, n_und: int = 35000, B: int = 128, L: int = 50, reps: int = 20, seed: int = 0) -> dict:
-    "Median seconds of one training step (loss, backward, Adam) for `name` on synthetic Beauty-sized data."
-    seed_everything(seed)
-    graph = random_graph(n_items + 1, n_und, seed=seed)
-    lengths = torch.clamp(torch.distributions.Geometric(probs=1 / 7.0).sample((B,)).long() + 3, max=L + 1)  # ~9 on average
+def beauty_like_batch(n_items: int = 12101, B: int = 128, L: int = 50, seed: int = 0):
+    "Synthetic (seqs, pos, neg) with ~9 interactions per user (geometric tail), trimmed to the longest row."
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.clamp(torch.distributions.Geometric(probs=torch.tensor(1 / 7.0)).sample((B,)).long() + 3, max=L + 1)
     seqs, pos = torch.zeros(B, L, dtype=torch.long), torch.zeros(B, L, dtype=torch.long)
     for b, n in enumerate(lengths.tolist()):
-        s = torch.randint(1, n_items + 1, (n,))
+        s = torch.randint(1, n_items + 1, (n,), generator=g)
         seqs[b, L - (n - 1):], pos[b, L - (n - 1):] = s[:-1], s[1:]
-    width = int((seqs != 0).sum(1).max()); seqs, pos = seqs[:, -width:], pos[:, -width:]  # trim like the trainer
-    neg = torch.randint(1, n_items + 1, pos.shape) * (pos != 0)
-    m = build_model(name, n_items, ModelConfig(), graph).train()
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    times = []
-    for _ in range(reps + 3):
-        t = time.perf_counter()
-        opt.zero_grad(); m.loss(seqs, pos, neg).backward(); opt.step()
-        times.append(time.perf_counter() - t)
-    m.eval()
-    with torch.no_grad():
-        t = time.perf_counter(); m.item_embeddings(); t_tab = time.perf_counter() - t
-    return dict(step_ms=1000 * sorted(times[3:])[reps // 2], mean_len=lengths.float().sub(1).mean().item(), width=width,
-                edges=graph.edge_index.shape[1], eval_table_ms=1000 * t_tab)
+    width = int((seqs != 0).sum(1).max())
+    seqs, pos = seqs[:, -width:], pos[:, -width:]
+    return seqs, pos, torch.randint(1, n_items + 1, pos.shape, generator=g) * (pos != 0)
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
-timing = {name: step_time(name) for name in ("sasrec", "sagerec")}
-timing["threads"] = torch.get_num_threads()
-timing["graph_overhead"] = timing["sagerec"]["step_ms"] / timing["sasrec"]["step_ms"] - 1
-timing
+def step_times(names=("sasrec", "sagerec"), n_items: int = 12101, n_und: int = 35000, reps: int = 20, seed: int = 0) -> dict:
+    "Median wall and CPU milliseconds of one training step (loss, backward, Adam) per model, steps interleaved."
+    import os
+    seed_everything(seed)
+    graph = random_graph(n_items + 1, n_und, seed=seed)
+    seqs, pos, neg = beauty_like_batch(n_items, seed=seed)
+    models = {n: build_model(n, n_items, ModelConfig(), graph).train() for n in names}
+    opts = {n: torch.optim.Adam(m.parameters(), lr=1e-3) for n, m in models.items()}
+    wall, cpu = {n: [] for n in names}, {n: [] for n in names}
+    for r in range(reps + 3):
+        for n in names:
+            t, c = time.perf_counter(), time.process_time()
+            opts[n].zero_grad(); models[n].loss(seqs, pos, neg).backward(); opts[n].step()
+            if r >= 3: wall[n].append(time.perf_counter() - t); cpu[n].append(time.process_time() - c)
+    med = lambda v: round(1000 * sorted(v)[len(v) // 2], 1)
+    out = {n: dict(wall_ms=med(wall[n]), cpu_ms=med(cpu[n])) for n in names}
+    m = models["sagerec"].eval()
+    with torch.no_grad():
+        t = time.perf_counter(); m.item_embeddings(); out["sagerec"]["eval_table_ms"] = round(1000 * (time.perf_counter() - t), 1)
+    out["batch"] = dict(rows=seqs.shape[0], width=seqs.shape[1], items=int((seqs != 0).sum()), directed_edges=graph.edge_index.shape[1])
+    out["threads"], out["load_avg_1min"] = torch.get_num_threads(), round(os.getloadavg()[0], 2)
+    return out
+
+timings = {}
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    timings[threads] = step_times()
+torch.set_num_threads(2)
+timings
 
 # %%
 #| slow
-assert timing["sagerec"]["edges"] >= 69000 and timing["sasrec"]["step_ms"] > 0
+for t in timings.values():
+    assert t["batch"]["directed_edges"] == 70000 and t["sasrec"]["wall_ms"] > 0 and t["sagerec"]["cpu_ms"] > 0
+    assert t["batch"]["items"] < 0.5 * t["batch"]["rows"] * t["batch"]["width"]  # most of the trimmed batch is padding
 
 # %%
 #| hide

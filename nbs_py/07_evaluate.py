@@ -21,6 +21,7 @@ from sagerec.core import SageRecError, check
 # %%
 #| hide
 from fastcore.test import test_eq, test_close, test_fail
+torch.set_num_threads(1)  # tiny fixtures: one thread is faster and immune to a busy shared CPU
 
 
 # %% [markdown]
@@ -167,7 +168,9 @@ test_fail(lambda: target_ranks(S, tgt, ties="random"), contains="ties must be")
 #
 # Each user gets the target in column 0 followed by `n` **distinct** items drawn uniformly from the items
 # the user never interacted with anywhere in their sequence. The draw is vectorised rejection sampling with
-# a fixed seed, so the same split gives the same candidates on every run and device.
+# a fixed seed, so the same split gives the same candidates on every run and device. `UnseenSampler` does the
+# drawing (the trainer uses it for its negatives too): all (user, item) pairs are kept as sorted integer keys,
+# so checking a whole block of draws is one `searchsorted`.
 
 # %%
 #| export

@@ -22,13 +22,14 @@ from torch import nn
 from tqdm import tqdm
 
 from sagerec.core import SageRecError, atomic_write, check, fingerprint, pick_device, seed_everything
-from sagerec.evaluate import UnseenSampler, left_pad, metrics_from_ranks, rank_users
+from sagerec.evaluate import UnseenSampler, left_pad, metrics_from_ranks, model_max_len, rank_users
 
 # %%
 #| hide
 import tempfile
 from types import SimpleNamespace
 from fastcore.test import test_eq, test_close, test_fail
+torch.set_num_threads(1)  # tiny fixtures: one thread is faster and immune to a busy shared CPU
 
 
 # %% [markdown]
@@ -58,7 +59,7 @@ class TrainConfig:
     num_threads: int | None = None     # torch CPU threads (None: torch's default)
     bucket: int = 50                   # shuffle users, sort chunks of bucket*batch_size by length, batch, shuffle batches (0: plain shuffle)
     eval_batch_size: int = 1024        # users per forward pass during validation
-    progress: bool = True              # show tqdm progress bars
+    progress: bool = True              # show a tqdm bar over epochs with the loss and the validation metric
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -301,6 +302,10 @@ def train(model: nn.Module,                  # a model that follows the model co
     cfg = cfg or TrainConfig()
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     dev = pick_device(cfg.device)
+    try: m_len = model_max_len(model)
+    except SageRecError: m_len = None
+    check(m_len is None or cfg.max_len <= m_len, f"TrainConfig.max_len={cfg.max_len} is longer than the model's max_len={m_len}: "
+                                                 "use the same value for both (ModelConfig.max_len and TrainConfig.max_len).")
     model.to(dev)
     data = TrainingData(split.train, split.n_items, cfg.max_len)
     check(len(data) > 0, "No user has 2 or more training items, so there is nothing to train on: check the split.")
@@ -330,13 +335,13 @@ def train(model: nn.Module,                  # a model that follows the model co
         return dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=_rng_state(gen),
                     state=st, key=key, config=asdict(cfg), signature=sig, model_class=type(model).__name__, n_items=split.n_items)
 
-    bar = tqdm(total=cfg.epochs, initial=st["epoch"], desc="epochs", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.epochs, initial=st["epoch"], desc="epochs", unit="epoch", disable=not cfg.progress, dynamic_ncols=True)
     try:
         while st["stop_reason"] is None and st["epoch"] < cfg.epochs:
             epoch = st["epoch"] + 1
             model.train(); t0 = time.perf_counter(); total, n_steps = 0.0, 0
             order = data.batch_order(cfg.batch_size, gen, cfg.bucket)
-            for step, idx in enumerate(tqdm(order, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress, mininterval=1.0), 1):
+            for step, idx in enumerate(order, 1):
                 b = data.make_batch(idx, cfg.n_neg, gen)
                 seqs, pos, neg = (torch.from_numpy(a).to(dev) for a in (b.seqs, b.pos, b.neg))  # (B, L), (B, L), (B, L, n)
                 loss = model.loss(seqs, pos, neg)
@@ -460,6 +465,7 @@ test_eq(saved_epoch, 2)
 test_eq(drop(resumed.history), drop(straight.history))
 test_fail(lambda: train(fresh(), sp, TrainConfig(epochs=3, max_len=20, lr=5e-3, progress=False), run_dir=tmp / "resumed"),
           contains="trained with other settings")
+test_fail(lambda: train(fresh(), sp, TrainConfig(epochs=1, max_len=50, progress=False)), contains="longer than the model's max_len")
 
 # %%
 #| hide

@@ -56,7 +56,10 @@ sampled_seed: int = 0               # seed of the sampled-100 candidates
 progress: bool = True               # tqdm progress bars
 
 # %%
-import json, resource, shutil, time, warnings
+import os
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: idle threads sleep instead of spinning,
+                                                  # which keeps a shared CPU from slowing training many times over
+import json, resource, time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
