@@ -379,7 +379,7 @@ def item_embeddings(ds,  # a `SeqDataset` (anything with `prompts() -> list[str]
     empty = empty_text_items(texts)
     if len(empty):
         warnings.warn(f"{len(empty)} of {n_items} items have no text (e.g. ids {empty[:5].tolist()}); "
-                      "their embedding rows are zero and they get no graph edges.")
+                      "their embedding rows are zero and they get no graph edges.", stacklevel=2)
     return cached_encode(texts, model, max_length, batch_size, device, progress, cache)
 
 

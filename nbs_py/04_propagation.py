@@ -433,8 +433,8 @@ assert torch.isfinite(E0.grad).all() and E0.grad[1:4].abs().sum() > 0
 
 # %% [markdown]
 # **Dropout only in training.** On a larger random graph: in training each call keeps a fresh ~80% of the
-# undirected edges (both directions together), message-node dropout removes exactly the edges whose sender
-# was dropped, and in evaluation every edge stays.
+# undirected edges (both directions together), about half the nodes are alive, SGL-style node dropout
+# (`"nodes"`) removes exactly the edges with a dropped end, and in evaluation nothing is dropped.
 
 # %%
 seed_everything(0)

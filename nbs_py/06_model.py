@@ -68,7 +68,7 @@ class ModelConfig:
     n_graph_layers: int = 1  # propagation layers (paper: 1)
     edge_dropout: float = 0.2  # share of undirected edges dropped per training step (paper: 0.2)
     node_dropout: float = 0.5  # share of nodes dropped per training step (paper: 0.5)
-    node_dropout_mode: str = "messages"  # "messages": dropped nodes send nothing; "rows": row dropout on the table
+    node_dropout_mode: str = "messages"  # "messages": dropped nodes send nothing; "rows": row dropout; "nodes": SGL
     symmetric_edges: bool = True  # one learned weight per undirected edge (mean of both orders' logits)
     output_embedding: str = "graph"  # score items with the "graph"-enhanced table or the "raw" table
     l2: float = 1e-5  # weight of the squared L2 norm of the embedding tables (paper: 1e-5)
