@@ -21,6 +21,9 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a shared or small CPU, spinning
+# threads made training many times slower; set OMP_WAIT_POLICY yourself to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
@@ -223,7 +226,8 @@ def save_fig(name: str, fig=None, formats: tuple[str, ...] = ("png", "pdf"), dpi
     check(bool(name) and "/" not in name and "\\" not in name, f"Figure name {name!r} must be a plain file stem like 'graph_degrees'.")
     fig = fig or plt.gcf()
     out = figures_dir()
-    for fmt in formats: fig.savefig(out / f"{name}.{fmt}", dpi=dpi, bbox_inches="tight")
+    for fmt in formats:  # no creation date in the PDF, so an unchanged figure gives an unchanged file
+        fig.savefig(out / f"{name}.{fmt}", dpi=dpi, bbox_inches="tight", metadata={"CreationDate": None} if fmt == "pdf" else None)
     return out / f"{name}.{formats[0]}"
 
 

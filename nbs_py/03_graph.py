@@ -134,7 +134,7 @@ test_fail(lambda: _as_unit_rows(np.zeros((3, 2), dtype=np.int64)), contains="flo
 # 10^5 items on a CPU.
 #
 # **Faster, still exact.** On hardware with fast bfloat16 matrix products (CUDA, or CPUs with AVX512-BF16 /
-# AMX) the blocks are first scored in bfloat16, which keeps the top $K + m$ candidates ($m = 16$), and the
+# AMX) the blocks are first scored in bfloat16, which keeps the top $K + m$ candidates ($m = 8$), and the
 # candidates are re-scored in float32. bfloat16 keeps 8 significant bits (unit round-off $u = 2^{-8}$), so for
 # unit vectors each screened score is within $|{\textstyle\sum} x_i y_i|\,(2u + u^2) + u \le 0.012$ of the true
 # cosine (inputs rounded, output rounded, float32 accumulation); we use the bound $\epsilon = 0.02$. A row is
@@ -164,7 +164,7 @@ def exact_topk(x: Tensor,  # (n, d) unit-norm rows
                device: str = "auto",  # where to compute
                block: int = 2**25,  # max similarity scores held at once (per block of rows)
                screen: bool | None = None,  # bfloat16 screening + float32 re-scoring; None = where the hardware is fast at it
-               margin: int = 16,  # extra candidates kept by the screening
+               margin: int = 8,  # extra candidates kept by the screening
               ) -> tuple[Tensor, Tensor]:  # (n, k) float32 cosines (descending), (n, k) long row indices
     "Exact top-k cosine neighbours of every row (excluding itself), computed block by block."
     dev = pick_device(device)
@@ -311,8 +311,8 @@ test_eq(knn_recall(i32, i32), 1.0)
 #
 # `build_graph` puts the pieces together: validate, find each item's top-K (exactly up to `EXACT_MAX` items: 10^5
 # on CPU, 2·10^6 on CUDA; with FAISS IVF above), keep the pairs with cosine $\ge \tau$, merge the two directions
-# of each pair into one undirected edge, weight it by the cosine (recomputed in float32 from the two unit
-# vectors, so both stored directions carry the same number), and add self-loops on request.
+# of each pair into one undirected edge, weight it by its cosine (one float32 value per pair, so both stored
+# directions carry the same number), and add self-loops on request.
 #
 # **The threshold.** The paper leaves $\tau$ unspecified. With top-K selection, $\tau$ can only *remove* edges: it
 # drops the weak neighbours of items whose best matches are poor. The default here is `DEFAULT_TAU = 0.0`: it
@@ -370,8 +370,8 @@ def sampled_recall(emb,  # (n_items + 1, d) embeddings, as for `topk_neighbors`
 
 # %% [markdown]
 # From each item's top-K list to the graph: pairs are merged (either end's choice makes the edge, or both ends'
-# with `mutual=True`), the cosine is recomputed once per pair in float32, pairs below $\tau$ are dropped, and
-# self-loops are added on request.
+# with `mutual=True`), each pair keeps one cosine (the search's float32 value from its first choice, or recomputed
+# from the embeddings), pairs below $\tau$ are dropped, and self-loops are added on request.
 
 # %%
 #| export
@@ -387,8 +387,9 @@ def _check_tau(tau) -> None:
     check(isinstance(tau, (int, float, np.floating)) and not isinstance(tau, bool) and math.isfinite(tau) and -1 <= tau <= 1,
           f"tau={tau!r} is not a cosine threshold: use a number in [-1, 1] (default {DEFAULT_TAU}).")
 
-def graph_from_neighbors(emb,  # (n_items + 1, d) embeddings (for the cosine weights)
+def graph_from_neighbors(emb,  # (n_items + 1, d) embeddings (zero rows = items without text)
                          nbrs: np.ndarray,  # (N+1, k) each item's chosen neighbours, -1 = none
+                         sims: np.ndarray | None = None,  # (N+1, k) their cosines; None = recompute from `emb`
                          tau: float = DEFAULT_TAU,  # keep a pair only if its cosine >= tau
                          self_loops: bool = False,  # add (i, i) with weight 1 for every item with an embedding
                          mutual: bool = False,  # keep only pairs chosen from both ends
@@ -404,11 +405,15 @@ def graph_from_neighbors(emb,  # (n_items + 1, d) embeddings (for the cosine wei
     src = np.repeat(np.arange(n), k); dst = nbrs.ravel()
     keep = dst >= 0
     a, b = np.minimum(src, dst)[keep], np.maximum(src, dst)[keep]
-    key, counts = np.unique(a * n + b, return_counts=True)
-    if mutual: key = key[counts == 2]
+    key, first, counts = np.unique(a * n + b, return_index=True, return_counts=True)
+    if mutual: key, first = key[counts == 2], first[counts == 2]
     a, b = key // n, key % n
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    w = ((x[ta] * x[tb]).sum(1) / (norm[ta] * norm[tb])).numpy()  # (M,) cosine, once per pair
+    if sims is not None:  # the search's cosine, from the first of the pair's (one or two) choices
+        check(sims.shape == nbrs.shape, f"sims has shape {sims.shape}, nbrs {nbrs.shape}.")
+        w = sims.ravel()[keep][first].astype(np.float32)
+    else:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        w = ((x[ta] * x[tb]).sum(1) / (norm[ta] * norm[tb])).numpy()  # (M,) cosine, once per pair
     kept = w >= tau
     a, b, w = a[kept], b[kept], w[kept]
     if self_loops:
@@ -433,14 +438,14 @@ def build_graph(emb,  # (n_items + 1, d) semantic embeddings; row 0 = padding (z
     "The global semantic graph: undirected edge (i, j) iff S_ij >= tau and j in TopK(i), weighted by the cosine."
     _check_tau(tau)
     unit = _as_unit_rows(emb)
-    _, nbrs, used = _topk_unit(*unit, len(emb), k, method, device, **kw)
+    sims, nbrs, used = _topk_unit(*unit, len(emb), k, method, device, **kw)
     info = dict(method=used)
     if used != "exact" and recall_sample:
         info["recall_estimate"] = r = sampled_recall(emb, nbrs, recall_sample, _unit=unit)
         if r < 0.9: warnings.warn(f"The {used} index found only {r:.1%} of the exact top-{k} neighbours on {min(recall_sample, len(unit[1]))} "
                                   "sampled items; raise nprobe (ivf) or ef_search (hnsw), or use method='exact'.")
     del unit
-    return graph_from_neighbors(emb, nbrs, tau, self_loops, mutual, info)
+    return graph_from_neighbors(emb, nbrs, sims, tau, self_loops, mutual, info)
 
 
 # %% [markdown]

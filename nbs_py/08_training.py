@@ -52,8 +52,9 @@ class TrainConfig:
     eval_every: int = 1                # validate every this many epochs
     patience: int = 20                 # stop after this many validations without a better `metric` (0: never stop early)
     metric: str = "ndcg@10"            # early-stopping metric: validation stage, full ranking, history masked (paper: NDCG@10)
-    lr_patience: int = 5               # LR x lr_factor once the validation loss has not improved for this many validations in a row
+    lr_patience: int = 5               # LR x lr_factor once the validation loss has not improved for this many validations in a row (0: never)
     lr_factor: float = 0.1             # LR decay factor (paper: 0.1)
+    grad_clip: float | None = None     # clip the gradient norm to this (None: no clipping; inf/NaN gradients still stop the run)
     seed: int = 0                      # seeds Python, NumPy and torch; batches and negatives use their own generator from it
     device: str = "auto"               # 'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'
     num_threads: int | None = None     # torch CPU threads (None: torch's default)
@@ -66,13 +67,13 @@ class TrainConfig:
         for f in ("epochs", "batch_size", "n_neg", "max_len", "eval_every"):
             check(int(getattr(self, f)) >= 1, f"TrainConfig.{f} must be >= 1, got {getattr(self, f)!r}.")
         check(self.lr > 0 and math.isfinite(self.lr), f"TrainConfig.lr must be a positive number, got {self.lr!r}.")
-        check(self.patience >= 0 and self.lr_patience >= 1, "TrainConfig.patience must be >= 0 and lr_patience >= 1.")
+        check(self.patience >= 0 and self.lr_patience >= 0, "TrainConfig.patience and lr_patience must be >= 0 (0 turns each off).")
         check(self.metric.split("@")[0] in ("ndcg", "recall") and self.metric.split("@")[-1].isdigit(),
               f"TrainConfig.metric must look like 'ndcg@10' or 'recall@20', got {self.metric!r}.")
 
 # Fields that change what a run computes; a checkpoint is resumed only under the same values.
 _RESULT_FIELDS = ("batch_size", "lr", "betas", "eps", "n_neg", "max_len", "eval_every", "metric", "lr_patience",
-                  "lr_factor", "seed", "bucket")
+                  "lr_factor", "seed", "bucket", "grad_clip")
 
 # %%
 TrainConfig(epochs=3)
@@ -284,10 +285,10 @@ class TrainResult:
 
 # %%
 #| export
-def _nonfinite_error(loss: float, epoch: int, step: int, lr: float, run_dir) -> SageRecError:
+def _nonfinite_error(what: str, value: float, epoch: int, step: int, lr: float, run_dir) -> SageRecError:
     where = f" The last good checkpoint is {str(Path(run_dir) / 'last.pt')!r}." if run_dir and (Path(run_dir) / "last.pt").exists() else ""
-    return SageRecError(f"The training loss became {loss} at epoch {epoch}, step {step} (lr {lr:g}): the weights diverged. "
-                        f"Lower the learning rate (e.g. lr={lr / 10:g}) or check the inputs, then train again "
+    return SageRecError(f"The training {what} became {value} at epoch {epoch}, step {step} (lr {lr:g}): the weights are diverging. "
+                        f"Lower the learning rate (e.g. lr={lr / 10:g}), set grad_clip, or check the inputs, then train again "
                         f"in a new run folder.{where}")
 
 def train(model: nn.Module,                  # a model that follows the model contract (built and seeded by the caller)
@@ -311,7 +312,7 @@ def train(model: nn.Module,                  # a model that follows the model co
     check(len(data) > 0, "No user has 2 or more training items, so there is nothing to train on: check the split.")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     # torch reduces once the bad count *exceeds* its patience: lr_patience - 1 gives "after lr_patience bad validations"
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience - 1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=max(cfg.lr_patience - 1, 0))
     run_dir = Path(run_dir) if run_dir is not None else None
     last = run_dir / "last.pt" if run_dir else None
     sig = _model_signature(model); key = {f: getattr(cfg, f) for f in _RESULT_FIELDS}
@@ -346,8 +347,12 @@ def train(model: nn.Module,                  # a model that follows the model co
                 seqs, pos, neg = (torch.from_numpy(a).to(dev) for a in (b.seqs, b.pos, b.neg))  # (B, L), (B, L), (B, L, n)
                 loss = model.loss(seqs, pos, neg)
                 lv = float(loss.detach())
-                if not math.isfinite(lv): raise _nonfinite_error(lv, epoch, step, opt.param_groups[0]["lr"], run_dir)
-                opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+                if not math.isfinite(lv): raise _nonfinite_error("loss", lv, epoch, step, opt.param_groups[0]["lr"], run_dir)
+                opt.zero_grad(set_to_none=True); loss.backward()
+                gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf))  # the norm, clipped if asked
+                if not math.isfinite(gnorm):  # caught before the step, so the weights in memory stay finite
+                    raise _nonfinite_error("gradient norm", gnorm, epoch, step, opt.param_groups[0]["lr"], run_dir)
+                opt.step()
                 total += lv; n_steps += 1
                 if on_step is not None: on_step(epoch, step, lv)
             if dev.type == "cuda": torch.cuda.synchronize(dev)
@@ -357,7 +362,7 @@ def train(model: nn.Module,                  # a model that follows the model co
                 t1 = time.perf_counter()
                 row.update(validate(model, split, val_cand, max_len=cfg.max_len, batch_size=cfg.eval_batch_size))
                 row["valid_seconds"] = time.perf_counter() - t1
-                sched.step(row["valid_loss"])
+                if cfg.lr_patience: sched.step(row["valid_loss"])  # 0: constant LR
                 score = row[f"valid/{cfg.metric}"]
                 if score > st["best"]:
                     st.update(best=score, best_epoch=epoch, best_metrics={k: v for k, v in row.items() if k.startswith("valid")}, bad=0)
@@ -408,8 +413,8 @@ test_eq(load_checkpoint(tmp / "run" / "last.pt")["state"]["epoch"], 4); test_eq(
 # %% [markdown]
 # ## Divergence stops with a clear message
 #
-# An absurd learning rate drives the weights to infinity; the trainer stops at the first non-finite loss and
-# says where and what to do.
+# A diverging run stops at the first non-finite loss, or at the first non-finite gradient (checked before the
+# optimizer step, so the weights are never overwritten with NaN), and says where it happened and what to do.
 
 # %%
 class Exploding(LastItemModel):
@@ -423,7 +428,11 @@ except SageRecError as e: msg = str(e)
 msg
 
 # %%
-assert "epoch 1, step 3" in msg and "Lower the learning rate" in msg
+assert "loss became inf at epoch 1, step 3" in msg and "Lower the learning rate" in msg
+class InfGrad(LastItemModel):
+    "A finite loss whose gradient is NaN: d sqrt(x)/dx at x = 0."
+    def loss(self, seqs, pos, neg): return super().loss(seqs, pos, neg) + torch.sqrt(self.emb.weight[0, 0] * 0)
+test_fail(lambda: train(InfGrad(mini.n_items, 8), sp, TrainConfig(epochs=1, progress=False)), contains="gradient norm became nan at epoch 1, step 1")
 
 # %% [markdown]
 # Early stopping: with `patience=1` a run stops at the first validation that does not beat the best one. A

@@ -48,7 +48,7 @@ batch_size: int = 128               # users per step (paper: 128)
 lr: float = 1e-3                    # Adam learning rate (paper: 1e-3)
 n_neg: int = 1                      # training negatives per position (SASRec: 1; the paper's "100" reading: 100)
 patience: int = 20                  # early stopping: validations without a better valid NDCG@10 (0: never)
-lr_patience: int = 5                # LR x0.1 after this many validations without a lower validation loss (paper: 5)
+lr_patience: int = 5                # LR x0.1 after this many validations without a lower validation loss (paper: 5; 0: constant LR)
 eval_every: int = 1                 # validate every this many epochs
 num_threads: int | None = None      # torch CPU threads; None -> torch's default
 eval_batch_size: int = 1024         # users per forward pass when evaluating
@@ -178,7 +178,9 @@ assert result.best_epoch >= 1 and len(hist) >= 1 and np.isfinite(hist["train_los
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
 a1.plot(hist.epoch, hist.train_loss, label="train loss")
 if "valid_loss" in hist: a1.plot(hist.epoch, hist.valid_loss, label="validation loss")
-a1.set_xlabel("epoch"); a1.legend(); a1.set_title("BCE loss")
+a1.set_xlabel("epoch"); a1.set_title("BCE loss (dotted: learning rate)")
+lr_ax = a1.twinx(); lr_ax.semilogy(hist.epoch, hist.lr, "k:", label="learning rate"); lr_ax.set_ylabel("learning rate")
+a1.legend(loc="upper right")
 if "valid/ndcg@10" in hist:
     v = hist.dropna(subset=["valid/ndcg@10"])
     a2.plot(v.epoch, v["valid/ndcg@10"], label="NDCG@10"); a2.plot(v.epoch, v["valid/recall@10"], label="Recall@10")

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sagerec.core import SageRecError
-from sagerec.graph import ItemGraph, build_graph, exact_topk, faiss_topk, graph_stats, knn_recall, random_graph, topk_neighbors
+from sagerec.graph import (ItemGraph, build_graph, exact_topk, faiss_topk, graph_from_neighbors, graph_stats, knn_recall,
+                           random_graph, topk_neighbors)
 
 
 def _table(n=400, d=32, zero=(), seed=0):
@@ -166,3 +167,21 @@ def test_random_graph_same_size_as_semantic_graph():
     r = random_graph(g.num_nodes, g.num_undirected_edges, seed=0, emb=e)
     assert r.num_undirected_edges == g.num_undirected_edges and r.num_nodes == g.num_nodes
     assert r.edge_weight.abs().max() <= 1 + 1e-6
+
+
+def test_weights_from_search_equal_recomputed_cosines():
+    e = _table(zero=(9,)) * 3.0  # not unit-norm: weights are still cosines
+    sims, nbrs, _ = topk_neighbors(e, 3)
+    g1, g2 = graph_from_neighbors(e, nbrs, sims), graph_from_neighbors(e, nbrs)
+    assert torch.equal(g1.edge_index, g2.edge_index)
+    assert torch.allclose(g1.edge_weight, g2.edge_weight, atol=1e-5)
+    assert torch.equal(build_graph(e, 3).edge_index, g1.edge_index)
+
+
+def test_exact_topk_ties_and_duplicates():
+    e = _table(n=60)
+    e[30] = e[31] = e[32] = e[5]  # identical items: each other's best neighbours, never themselves
+    sims, nbrs, _ = topk_neighbors(e, 3)
+    for i in (5, 30, 31, 32):
+        assert i not in nbrs[i] and set(nbrs[i]) == {5, 30, 31, 32} - {i}
+        np.testing.assert_allclose(sims[i], 1.0, atol=1e-5)

@@ -1,0 +1,123 @@
+# %% [markdown]
+# # Reporting runs
+# > Result tables built from the `params.json` / `metrics.json` that every run writes: no number is typed in by hand.
+
+# %%
+#| default_exp report
+
+# %%
+#| export
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from sagerec.core import check, project_root
+
+# %%
+#| hide
+import tempfile
+from fastcore.test import test_close, test_eq, test_fail
+
+# %% [markdown]
+# A run folder (written by `nbs/train.ipynb` through `RunRecorder`) holds `params.json` (the resolved parameters
+# and the environment) and `metrics.json` (validation history, best epoch, test metrics per protocol, timing).
+# Runs whose numbers the documentation quotes are *published*: their two JSON files are copied into
+# `results/<run_name>/`, which is committed, so every table in the README is rebuilt from files in the repository
+# and each row says how to repeat it.
+
+# %%
+#| export
+PROTOCOLS = ("full-masked", "full-unmasked", "sampled100")  # evaluation protocols recorded by nbs/train.ipynb
+METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+
+def load_run(folder: Path | str) -> dict:
+    "The `params` and `metrics` of the run in `folder`."
+    folder = Path(folder)
+    files = {n: folder / f"{n}.json" for n in ("params", "metrics")}
+    for n, f in files.items():
+        check(f.exists(), f"{folder} is not a run folder: {f.name} is missing (runs are written by nbs/train.ipynb).")
+    return {n: json.loads(f.read_text()) for n, f in files.items()}
+
+def run_row(run: dict, protocol: str = "full-masked") -> dict:
+    "One table row: what was run, on what, and its test metrics under `protocol`."
+    check(protocol in PROTOCOLS, f"Unknown protocol {protocol!r}: use one of {PROTOCOLS}.")
+    p, m = run["params"], run["metrics"]
+    test = m.get("test", {}).get(protocol)
+    check(test is not None, f"Run {p.get('run_name')!r} has no test metrics under {protocol!r} (did it finish?).")
+    env = p.get("environment", {})
+    return {"dataset": p["dataset"], "variant": p["variant"], "seed": p["seed"], "protocol": protocol,
+            **{k: test[k] for k in METRICS}, "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epochs_run"),
+            "s/epoch": m.get("seconds_per_epoch"), "hardware": env.get("cuda") or f"CPU x{env.get('cpu_count')}",
+            "run": p.get("run_name")}
+
+def runs_table(folders, protocol: str = "full-masked") -> pd.DataFrame:
+    "A table of the runs in `folders` (run folders, or parents of run folders) under `protocol`."
+    runs = []
+    for f in map(Path, folders):
+        runs += [f] if (f / "metrics.json").exists() else sorted(d for d in f.iterdir() if (d / "metrics.json").exists())
+    return pd.DataFrame([run_row(load_run(r), protocol) for r in runs])
+
+
+# %% [markdown]
+# A hand-made run folder shows the shape of the files and the row built from them:
+
+# %%
+def fake_run(root: Path, name: str, variant: str, ndcg10: float) -> Path:
+    d = root / name; d.mkdir(parents=True)
+    (d / "params.json").write_text(json.dumps({"dataset": "beauty-mini", "variant": variant, "seed": 0, "run_name": name,
+                                              "environment": {"cpu_count": 2, "cuda": None}}))
+    test = {p: {"recall@10": 2 * ndcg10, "ndcg@10": ndcg10, "recall@20": 3 * ndcg10, "ndcg@20": 1.2 * ndcg10} for p in PROTOCOLS}
+    (d / "metrics.json").write_text(json.dumps({"test": test, "best_epoch": 3, "epochs_run": 5, "seconds_per_epoch": 1.5}))
+    return d
+
+tmp = Path(tempfile.mkdtemp())
+fake_run(tmp, "a", "sagerec", 0.04); fake_run(tmp, "b", "sasrec", 0.03)
+table = runs_table([tmp])
+table
+
+# %%
+test_eq(list(table["variant"]), ["sagerec", "sasrec"])
+test_close(table["ndcg@10"].tolist(), [0.04, 0.03])
+test_eq(table["hardware"][0], "CPU x2")
+test_fail(lambda: load_run(tmp / "nope"), contains="not a run folder")
+test_fail(lambda: runs_table([tmp], protocol="sampled50"), contains="Unknown protocol")
+
+
+# %% [markdown]
+# ## Publishing a run
+#
+# `publish_run` copies a finished run's `params.json` and `metrics.json` into `results/<run_name>/` (the
+# learning curve too, when there is one), the committed evidence behind the README's tables.
+
+# %%
+#| export
+def results_dir() -> Path:
+    "`results/` at the project root: the committed record of the runs the documentation quotes."
+    return (project_root() or Path.cwd()) / "results"
+
+def publish_run(run_folder: Path | str, dest: Path | str | None = None) -> Path:
+    "Copy a finished run's JSON files (and learning curve) into `results/<run name>/`; return that folder."
+    run = load_run(run_folder)
+    check("test" in run["metrics"], f"{run_folder} has no test metrics yet: publish finished runs only.")
+    out = Path(dest or results_dir()) / Path(run_folder).name
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ("params.json", "metrics.json", "learning_curve.png"):
+        if (Path(run_folder) / f).exists(): shutil.copy2(Path(run_folder) / f, out / f)
+    return out
+
+
+# %%
+pub = publish_run(tmp / "a", dest=tmp / "results")
+sorted(p.name for p in pub.iterdir())
+
+# %%
+test_eq(sorted(p.name for p in pub.iterdir()), ["metrics.json", "params.json"])
+test_eq(runs_table([tmp / "results"])["run"].tolist(), ["a"])
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()
