@@ -53,25 +53,48 @@ g5.edge_index
 
 
 # %% [markdown]
-# ## Symmetric normalisation from the weighted degrees
+# ## Symmetric normalisation from the weighted degrees, in log space
 #
 # $\hat A = D^{-1/2} A D^{-1/2}$ with $D_{ii} = \sum_j A_{ij}$ taken from the **weighted** adjacency, so a
-# learned edge weight moves the degrees too and receives gradient through them (as PyG's `gcn_norm`). A node
-# with no edge has degree 0; $0^{-1/2} = \infty$ is replaced by 0, which leaves its row and column of $\hat A$
-# empty. No $+\varepsilon$ is added anywhere.
+# learned edge weight moves the degrees too and receives gradient through them (as PyG's `gcn_norm`).
+#
+# The values are computed from the **log** weights: $\hat A_{ij} = \exp\big(\log w_{ij} - \tfrac12 \log d_i - \tfrac12 \log d_j\big)$,
+# with $\log d_i = \operatorname{logsumexp}_{j \to i} \log w_{ij}$ over the edges into $i$ (`scatter_logsumexp`: the
+# per-node maximum, then a sum of exponentials relative to it). The learned weights arrive as logits $s$, and
+# $\log w = \log\sigma(s)$ (`F.logsigmoid`) never underflows, so $\hat A$ and its gradient stay finite however far the
+# logits drift, which they may, since $\hat A$ does not change when every weight is scaled alike (shown below).
+# The direct formula $d^{-1/2}$ overflows in the backward pass once the weights are tiny (shown below too).
+# A node with no edge never appears on an edge, so it simply has no value; no $+\varepsilon$ is added anywhere.
 
 # %%
 #| export
+def scatter_logsumexp(x: Tensor,  # (E,) values, -inf allowed
+                      index: Tensor,  # (E,) group of each value (node id)
+                      num_nodes: int,  # N, groups are 0..N-1
+                     ) -> Tensor:  # (N,) log(sum(exp(x))) per group; 0 for a group without a finite value (never gathered)
+    "Stable per-group logsumexp: the group maximum (no gradient needed, it cancels), then the log of the shifted sum."
+    mx = x.detach().new_full((num_nodes,), float("-inf")).scatter_reduce_(0, index, x.detach(), "amax")  # (N,)
+    mx = mx.masked_fill_(mx == float("-inf"), 0.0)  # empty groups (or all -inf): any finite shift
+    s = x.new_zeros(num_nodes).index_add(0, index, (x - mx[index]).exp())  # (N,) in [1, E_i] where a finite value exists
+    return s.masked_fill(s == 0, 1.0).log() + mx  # (N,)
+
+def sym_norm_log(edge_index: Tensor,  # (2, E) message src -> dst
+                 log_weight: Tensor,  # (E,) log of each edge's non-negative weight (-inf for a zero weight)
+                 num_nodes: int,  # N, nodes are 0..N-1
+                 at: Tensor | None = None,  # (S,) positions of the edges whose value is wanted (None: all E)
+                ) -> Tensor:  # (E,) or (S,) the entries of D^-1/2 A D^-1/2
+    "Per-edge values of $\\hat A = D^{-1/2} A D^{-1/2}$ computed in log space; degrees from all E weighted edges."
+    src, dst = edge_index
+    logdeg = scatter_logsumexp(log_weight, dst, num_nodes)  # (N,) log weighted degree
+    if at is not None: src, dst, log_weight = src[at], dst[at], log_weight[at]
+    return torch.exp(log_weight - 0.5 * logdeg[dst] - 0.5 * logdeg[src])  # (E,) or (S,); logdeg is finite, so w = 0 gives 0
+
 def sym_norm(edge_index: Tensor,  # (2, E) message src -> dst
              edge_weight: Tensor,  # (E,) non-negative weight of each edge
              num_nodes: int,  # N, nodes are 0..N-1
             ) -> Tensor:  # (E,) the entries of D^-1/2 A D^-1/2, one per edge
-    "Per-edge values of $\\hat A = D^{-1/2} A D^{-1/2}$, degrees from the weighted A, isolated nodes -> 0."
-    src, dst = edge_index
-    deg = edge_weight.new_zeros(num_nodes).index_add(0, dst, edge_weight)  # (N,) weighted degree
-    dinv = deg.pow(-0.5)  # (N,)
-    dinv = dinv.masked_fill(torch.isinf(dinv), 0.0)  # isolated nodes: inf -> 0
-    return dinv[dst] * edge_weight * dinv[src]  # (E,)
+    "Per-edge values of $\\hat A = D^{-1/2} A D^{-1/2}$ from the weights (`sym_norm_log` of their log); isolated nodes -> 0."
+    return sym_norm_log(edge_index, edge_weight.log(), num_nodes)
 
 
 # %% [markdown]
@@ -114,6 +137,42 @@ test_close(norm_scaled, norm, eps=1e-6)
 
 
 # %% [markdown]
+# Nothing therefore holds the learned logits in place: in long training runs they can drift down together,
+# and the weights become tiny. With logits of $-80$ ($w \approx 10^{-35}$), the direct formula
+# $w_{ij}\, d_i^{-1/2} d_j^{-1/2}$ still gives the right values, but its gradient overflows (the derivative of $d^{-1/2}$
+# is $-\tfrac12 d^{-3/2} \approx 10^{52}$, beyond float32); the log-space computation gives finite values and
+# gradients, and the values equal those of equal logits of 0 (the same weights up to a common factor).
+
+# %%
+def naive_sym_norm(edge_index, edge_weight, num_nodes):
+    "The direct formula, for comparison only."
+    src, dst = edge_index
+    dinv = edge_weight.new_zeros(num_nodes).index_add(0, dst, edge_weight).pow(-0.5)  # (N,)
+    dinv = dinv.masked_fill(torch.isinf(dinv), 0.0)
+    return dinv[dst] * edge_weight * dinv[src]
+
+seed_everything(0)
+probe = torch.randn(g5.edge_index.shape[1])  # a loss that weighs the entries differently
+tiny = {}
+for name in ("naive", "log space"):
+    logits = torch.full((g5.edge_index.shape[1],), -80.0).index_add(0, torch.arange(6), 0.5 * torch.rand(6)).requires_grad_(True)
+    vals = (naive_sym_norm(g5.edge_index, torch.sigmoid(logits), 5) if name == "naive"
+            else sym_norm_log(g5.edge_index, F.logsigmoid(logits), 5))
+    (vals * probe).sum().backward()
+    tiny[name] = dict(values_finite=bool(torch.isfinite(vals).all()), grad=logits.grad)
+tiny
+
+# %%
+assert tiny["naive"]["values_finite"] and not torch.isfinite(tiny["naive"]["grad"]).all()  # the old formula's gradient is inf/nan
+assert tiny["log space"]["values_finite"] and torch.isfinite(tiny["log space"]["grad"]).all()
+assert tiny["log space"]["grad"].abs().sum() > 0
+flat = torch.full((g5.edge_index.shape[1],), -80.0)
+test_close(sym_norm_log(g5.edge_index, F.logsigmoid(flat), 5), sym_norm(g5.edge_index, torch.full_like(flat, 0.5), 5), eps=1e-6)
+test_close(sym_norm_log(g5.edge_index, g5.edge_weight.log(), 5), naive_sym_norm(g5.edge_index, g5.edge_weight, 5), eps=1e-6)
+test_close(sym_norm_log(g5.edge_index, g5.edge_weight.log(), 5, at=torch.tensor([4, 1])), norm[[4, 1]], eps=1e-7)
+
+
+# %% [markdown]
 # ## One residual layer
 #
 # $E^{(l+1)} = E^{(l)} + \hat A E^{(l)}$: each item keeps its own row and adds its normalised neighbours'.
@@ -149,7 +208,7 @@ test_eq(E1[0], torch.zeros(3))  # padding stays zero
 # $w_{ij} = \sigma\big(W_2\,\mathrm{ReLU}(W_1[e_i \Vert e_j] + b_1) + b_2\big)$, $W_1 \in \mathbb R^{h \times 2d}$, $h = d$,
 # no dropout inside (the paper tried it and dropped it). Since $W_1[e_i \Vert e_j] = W_1^{(a)} e_i + W_1^{(b)} e_j$,
 # the two halves are applied once per **node** (N x d x h) and only added per edge, so no (E, 2d) concatenation
-# is built. `EdgeMLP` returns the logit (the value inside $\sigma$).
+# is built. `EdgeMLP` returns the logit (the value inside $\sigma$); both halves come from one matrix product.
 #
 # **One weight per undirected edge (default).** The formula is not symmetric in $i, j$, but the graph is
 # undirected. The rule used here: average the logits of both orders, $w_{ij} = w_{ji} = \sigma\big((s_{ij} + s_{ji})/2\big)$
@@ -175,14 +234,12 @@ class EdgeMLP(nn.Module):
                 j: Tensor,  # (M,) second node of each pair
                 symmetric: bool = False,  # average the logits of (i, j) and (j, i)
                ) -> Tensor:  # (M,) logits
-        w1 = self.lin1.weight  # (h, 2d)
-        p = F.linear(x, w1[:, :self.dim], self.lin1.bias)  # (N, h) W1a e + b1
-        q = F.linear(x, w1[:, self.dim:])  # (N, h) W1b e
-        s = self.lin2(F.relu(p.index_select(0, i) + q.index_select(0, j))).squeeze(-1)  # (M,)
-        if symmetric:
-            s_rev = self.lin2(F.relu(p.index_select(0, j) + q.index_select(0, i))).squeeze(-1)  # (M,)
-            s = (s + s_rev) / 2
-        return s
+        w1, h = self.lin1.weight, self.lin1.out_features  # (h, 2d)
+        pq = F.linear(x, torch.cat([w1[:, :self.dim], w1[:, self.dim:]]), F.pad(self.lin1.bias, (0, h)))  # (N, 2h) [W1a e + b1 | W1b e]
+        if not symmetric:
+            return self.lin2(F.relu(pq[:, :h].index_select(0, i) + pq[:, h:].index_select(0, j))).squeeze(-1)  # (M,)
+        pre = pq.index_select(0, i) + pq.roll(h, 1).index_select(0, j)  # (M, 2h) [p_i + q_j | q_i + p_j], both orders at once
+        return self.lin2(F.relu(pre).view(-1, 2, h)).squeeze(-1).mean(1)  # (M,) (s_ij + s_ji) / 2
 
 
 # %% [markdown]
@@ -248,11 +305,11 @@ test_eq(pairs[:, inv].sort(0).values, g5.edge_index.sort(0).values)  # every dir
 #      (the node's own row too), scaled by 1/(1-p).
 #    - `"nodes"` (SGL's node dropout, the augmentation the paper's term comes from): a dropped node loses all
 #      its edges, both directions, before $\hat A$ is normalised.
-# 3. `sym_norm` on the weights of the kept graph, then `n_layers` residual layers (default 1). With several
+# 3. `sym_norm_log` on the log weights of the kept graph, then `n_layers` residual layers (default 1). With several
 #    layers the same $\hat A$ (weights from $E^{(0)}$) is used at every layer.
 #
 # The dropout masks are drawn first, so in training the edge MLP only runs on the undirected edges that are
-# still in the graph (80% at the paper's rates).
+# still in the graph (80% at the paper's rates), and projects only the nodes at their ends.
 #
 # **Only the rows a step uses.** A training step reads a few thousand rows of the propagated table (the items of
 # its batch and its negatives), not all N. With `rows=` (one layer), the layer sends only the messages into
@@ -300,6 +357,7 @@ class GraphPropagation(nn.Module):
         pairs, inverse = undirected_pairs(ei, n)
         self.register_buffer("edge_index", ei, persistent=False)  # (2, E)
         self.register_buffer("edge_weight", w, persistent=False)  # (E,) cosine
+        self.register_buffer("log_edge_weight", w.log(), persistent=False)  # (E,) log cosine (fixed mode; -inf for 0)
         self.register_buffer("pairs", pairs, persistent=False)  # (2, M)
         self.register_buffer("pair_of_edge", inverse, persistent=False)  # (E,)
         self.edge_mlp = EdgeMLP(dim) if mode == "learned" else None
@@ -311,23 +369,36 @@ class GraphPropagation(nn.Module):
         return (f"mode={self.mode!r}, nodes={self.num_nodes}, edges={self.num_edges}, layers={self.n_layers}, "
                 f"edge_dropout={self.edge_dropout}, node_dropout={self.node_dropout} ({self.node_dropout_mode}), symmetric={self.symmetric}")
 
+    def log_edge_weights(self,
+                         x: Tensor,  # (N, d) node embeddings
+                         idx: Tensor | None = None,  # (E',) positions of the directed edges wanted (None: all)
+                        ) -> Tensor:  # (E',) log weight of each wanted directed edge
+        "Log edge weights for this step: $\\log\\sigma$ of the edge MLP's logits on `x`, or the log cosine weights."
+        if self.edge_mlp is None: return self.log_edge_weight if idx is None else self.log_edge_weight[idx]
+        if not self.symmetric:
+            src, dst = self.edge_index if idx is None else self.edge_index[:, idx]
+            return F.logsigmoid(self.edge_mlp(x, dst, src))  # receiver first: w_ij for the message j -> i
+        if idx is None:
+            return F.logsigmoid(self.edge_mlp(x, self.pairs[0], self.pairs[1], symmetric=True))[self.pair_of_edge]  # (E,)
+        pid = self.pair_of_edge[idx]  # (E',) pair of each wanted edge
+        M, N, dev = self.pairs.shape[1], self.num_nodes, x.device
+        sel = torch.zeros(M, dtype=torch.bool, device=dev).index_fill_(0, pid, True).nonzero().squeeze(1)  # (m,) pairs needed
+        ends = self.pairs[:, sel]  # (2, m)
+        nodes = torch.zeros(N, dtype=torch.bool, device=dev).index_fill_(0, ends.reshape(-1), True).nonzero().squeeze(1)  # (U,) their nodes
+        slot = torch.empty(N, dtype=torch.long, device=dev)
+        slot.index_copy_(0, nodes, torch.arange(len(nodes), device=dev))  # node id -> row of x[nodes]
+        loc = slot[ends]  # (2, m)
+        s = self.edge_mlp(x.index_select(0, nodes), loc[0], loc[1], symmetric=True)  # (m,) node projections only for the U nodes
+        pslot = torch.empty(M, dtype=torch.long, device=dev).index_copy_(0, sel, torch.arange(len(sel), device=dev))  # pair -> row of s
+        return F.logsigmoid(s).index_select(0, pslot[pid])  # (E',)
+
     def edge_weights(self,
                      x: Tensor,  # (N, d) node embeddings
                      keep: Tensor | None = None,  # (E,) bool, the directed edges wanted (None: all)
                     ) -> Tensor:  # (E',) weight of each wanted directed edge
         "Edge weights for this step: the edge MLP's on `x`, or the fixed cosine weights; only for the edges in `keep`."
         if self.edge_mlp is None: return self.edge_weight if keep is None else self.edge_weight[keep]
-        if not self.symmetric:
-            src, dst = self.edge_index if keep is None else self.edge_index[:, keep]
-            return torch.sigmoid(self.edge_mlp(x, dst, src))  # receiver first: w_ij for the message j -> i
-        if keep is None:
-            return torch.sigmoid(self.edge_mlp(x, self.pairs[0], self.pairs[1], symmetric=True))[self.pair_of_edge]  # (E,)
-        pid = self.pair_of_edge[keep]  # (E',) pair of each kept edge
-        M = self.pairs.shape[1]
-        sel = torch.zeros(M, dtype=torch.bool, device=x.device).index_fill_(0, pid, True).nonzero().squeeze(1)  # (m,) pairs needed
-        slot = torch.empty(M, dtype=torch.long, device=x.device).index_copy_(0, sel, torch.arange(len(sel), device=x.device))
-        w = torch.sigmoid(self.edge_mlp(x, self.pairs[0, sel], self.pairs[1, sel], symmetric=True))  # (m,) one MLP call per pair
-        return w[slot[pid]]  # (E',)
+        return self.log_edge_weights(x, None if keep is None else keep.nonzero().squeeze(1)).exp()
 
     def dropout_masks(self) -> tuple[Tensor | None, Tensor | None]:  # keep (E,) bool or None, alive (N,) bool or None
         "Fresh training-time masks: which directed edges stay in the graph, which nodes are alive (None: no dropout)."
@@ -358,16 +429,18 @@ class GraphPropagation(nn.Module):
         if rows is not None and self.n_layers == 1:
             out_rows = torch.zeros(self.num_nodes, dtype=torch.bool, device=x.device).index_fill_(0, rows, True)  # (N,)
             send = out_rows[dst] if send is None else send & out_rows[dst]  # (E,) messages into the wanted rows
-            deg_rows = out_rows.index_fill(0, src[send], True)  # (N,) wanted rows and their senders need full degrees
+            deg_rows = out_rows.index_fill(0, src.masked_select(send), True)  # (N,) wanted rows and their senders need full degrees
             use = deg_rows[dst] if keep is None else keep & deg_rows[dst]  # (E,) every kept edge into those
-        ei = self.edge_index if use is None else self.edge_index[:, use]  # (2, E')
-        w = self.edge_weights(x, use)  # (E',) the MLP runs only on pairs whose weight is needed
+        use_idx = None if use is None else use.nonzero().squeeze(1)  # (E',) positions of the weighted edges
+        logw = self.log_edge_weights(x, use_idx)  # (E',) the MLP runs only on pairs whose weight is needed
         if alive is not None and self.node_dropout_mode == "rows":
             x = x * (alive[:, None].to(x.dtype) / (1 - self.node_dropout))  # (N, d) row dropout
-        norm = sym_norm(ei, w, self.num_nodes)  # (E',)
+        ei = self.edge_index if use_idx is None else self.edge_index.index_select(1, use_idx)  # (2, E')
+        at = None  # positions (in ei) of the edges that send a message; None: all of them
         if send is not None and send is not use:
-            sel = send if use is None else send[use]  # (E',) which of the weighted edges send a message
-            ei, norm = ei[:, sel], norm[sel]
+            at = (send if use_idx is None else send.index_select(0, use_idx)).nonzero().squeeze(1)  # (S,)
+        norm = sym_norm_log(ei, logw, self.num_nodes, at)  # (S,) degrees from all E' edges
+        if at is not None: ei = ei.index_select(1, at)  # (2, S)
         if drop_msgs: norm = norm / (1 - self.node_dropout)  # inverted dropout on the messages
         for _ in range(self.n_layers): x = graph_layer(x, ei, norm)  # (N, d)
         return x
@@ -400,9 +473,8 @@ with torch.no_grad():
 # %%
 def dense_A_hat(layer, x):
     "Â of `layer` in eval mode as a dense matrix (for small lessons only)."
-    w = layer.edge_weights(x)
     n = layer.num_nodes
-    return torch.zeros(n, n).index_put((layer.edge_index[1], layer.edge_index[0]), sym_norm(layer.edge_index, w, n))
+    return torch.zeros(n, n).index_put((layer.edge_index[1], layer.edge_index[0]), sym_norm_log(layer.edge_index, layer.log_edge_weights(x), n))
 
 with torch.no_grad():
     Ah_sym = dense_A_hat(learned, E0)

@@ -230,7 +230,7 @@ def write_packaged_embeddings(ds,  # the dataset to encode (the embedded `beauty
         if old != path: old.unlink()
     return path
 
-# %% ../nbs/02_embed.ipynb #7a55ff62
+# %% ../nbs/02_embed.ipynb #fec75c9e
 def plot_umap(emb: np.ndarray,  # (n_items + 1, d) item embeddings; zero rows are skipped
               labels,  # (n_items + 1,) label per row (row 0 ignored), e.g. `ds.items['category']` aligned by id
               title: str = "",  # plot title
@@ -250,10 +250,11 @@ def plot_umap(emb: np.ndarray,  # (n_items + 1, d) item embeddings; zero rows ar
     lab = labels.iloc[rows].reset_index(drop=True)
     keep = lab.value_counts().index[:top]
     lab = lab.where(lab.isin(keep), "other")
-    ax = ax or plt.subplots(figsize=(7, 6))[1]
-    for name in [*keep, "other"]:
+    ax = ax or plt.subplots(figsize=(8, 6))[1]
+    colours = plt.get_cmap("tab10" if len(keep) <= 10 else "tab20").colors
+    for c, name in zip([*colours[:len(keep)], "lightgrey"], [*keep, "other"]):
         m = (lab == name).to_numpy()
-        ax.scatter(xy[m, 0], xy[m, 1], s=2, alpha=0.5, label=f"{name} ({m.sum()})", color="lightgrey" if name == "other" else None)
+        if m.any(): ax.scatter(xy[m, 0], xy[m, 1], s=2, alpha=0.5, label=f"{name} ({m.sum():,})", color=c)
     ax.set_title(title); ax.set_xticks([]); ax.set_yticks([])
-    ax.legend(markerscale=5, fontsize=7, loc="best", frameon=False)
+    ax.legend(markerscale=5, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return ax

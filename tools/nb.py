@@ -71,11 +71,15 @@ def execute(nb_path: Path, skip_slow: bool, timeout: int):
 def build(name: str, no_exec: bool, skip_slow: bool, timeout: int):
     src, dst = MIRRORS / f"{name}.py", NBS / f"{name}.ipynb"
     text_nb = jupytext.read(src, fmt=FMT)
-    if dst.exists():  # keep outputs of unchanged cells
+    if dst.exists():  # keep the ids of unchanged cells (quiet diffs) and the outputs of unchanged code cells
         old = nbformat.read(dst, as_version=4)
         outs = {c.source: c.get("outputs", []) for c in old.cells if c.cell_type == "code"}
+        ids = {(c.cell_type, c.source): c.get("id") for c in old.cells}
+        used = set()
         for c in text_nb.cells:
             if c.cell_type == "code" and c.source in outs: c.outputs = outs[c.source]
+            cid = ids.get((c.cell_type, c.source))
+            if cid and cid not in used: c.id = cid; used.add(cid)
     text_nb.metadata.setdefault("kernelspec", {"display_name": "Python 3", "language": "python", "name": "python3"})
     nbformat.write(text_nb, dst)
     if not no_exec: execute(dst, skip_slow, timeout)
