@@ -476,7 +476,7 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 beauty = load_dataset("beauty")
 with tempfile.TemporaryDirectory() as d:
-    t0 = time.time(); Eb = item_embeddings(beauty, cache=d); encode_secs = time.time() - t0
+    t0 = time.time(); Eb = item_embeddings(beauty, cache=d, progress=False); encode_secs = time.time() - t0  # no bar in the stored output
     t0 = time.time(); Eb2 = item_embeddings(beauty, cache=d); reload_secs = time.time() - t0
     cache_mb = sum(p.stat().st_size for p in Path(d).iterdir()) / 2**20
 dict(items=beauty.n_items, dim=Eb.shape[1], encode_s=round(encode_secs, 1), reload_s=round(reload_secs, 2),
@@ -514,7 +514,9 @@ def plot_umap(emb: np.ndarray,  # (n_items + 1, d) item embeddings; zero rows ar
     check(len(labels) == len(emb), f"labels has {len(labels)} entries for {len(emb)} embedding rows; align it by item id (row 0 = padding).")
     rows = np.where(np.linalg.norm(emb, axis=1) > 0)[0]
     rows = rows[rows > 0]
-    xy = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed).fit_transform(emb[rows])  # (n, 2)
+    with warnings.catch_warnings():  # random_state makes UMAP single-threaded, and it says so
+        warnings.filterwarnings("ignore", message="n_jobs value")
+        xy = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed).fit_transform(emb[rows])  # (n, 2)
     lab = labels.iloc[rows].reset_index(drop=True)
     keep = lab.value_counts().index[:top]
     lab = lab.where(lab.isin(keep), "other")

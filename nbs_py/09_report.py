@@ -42,24 +42,24 @@ def load_run(folder: Path | str) -> dict:
         check(f.exists(), f"{folder} is not a run folder: {f.name} is missing (runs are written by nbs/train.ipynb).")
     return {n: json.loads(f.read_text()) for n, f in files.items()}
 
-def run_row(run: dict, protocol: str = "full-masked") -> dict:
-    "One table row: what was run, on what, and its test metrics under `protocol`."
+def run_row(run: dict, protocol: str = "full-masked", params: tuple[str, ...] = ()) -> dict:
+    "One table row: what was run, on what, the `params` asked for, and its test metrics under `protocol`."
     check(protocol in PROTOCOLS, f"Unknown protocol {protocol!r}: use one of {PROTOCOLS}.")
     p, m = run["params"], run["metrics"]
     test = m.get("test", {}).get(protocol)
     check(test is not None, f"Run {p.get('run_name')!r} has no test metrics under {protocol!r} (did it finish?).")
     env = p.get("environment", {})
-    return {"dataset": p["dataset"], "variant": p["variant"], "seed": p["seed"], "protocol": protocol,
+    return {"dataset": p["dataset"], "variant": p["variant"], "seed": p["seed"], **{k: p.get(k) for k in params}, "protocol": protocol,
             **{k: test[k] for k in METRICS}, "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epochs_run"),
             "s/epoch": m.get("seconds_per_epoch"), "hardware": env.get("cuda") or f"CPU x{env.get('cpu_count')}",
             "run": p.get("run_name")}
 
-def runs_table(folders, protocol: str = "full-masked") -> pd.DataFrame:
-    "A table of the runs in `folders` (run folders, or parents of run folders) under `protocol`."
+def runs_table(folders, protocol: str = "full-masked", params: tuple[str, ...] = ()) -> pd.DataFrame:
+    "A table of the runs in `folders` (run folders, or parents of run folders) under `protocol`, with extra `params` columns."
     runs = []
     for f in map(Path, folders):
         runs += [f] if (f / "metrics.json").exists() else sorted(d for d in f.iterdir() if (d / "metrics.json").exists())
-    return pd.DataFrame([run_row(load_run(r), protocol) for r in runs])
+    return pd.DataFrame([run_row(load_run(r), protocol, params) for r in runs])
 
 
 # %% [markdown]
@@ -76,13 +76,14 @@ def fake_run(root: Path, name: str, variant: str, ndcg10: float) -> Path:
 
 tmp = Path(tempfile.mkdtemp())
 fake_run(tmp, "a", "sagerec", 0.04); fake_run(tmp, "b", "sasrec", 0.03)
-table = runs_table([tmp])
+table = runs_table([tmp], params=("run_name",))
 table
 
 # %%
 test_eq(list(table["variant"]), ["sagerec", "sasrec"])
 test_close(table["ndcg@10"].tolist(), [0.04, 0.03])
 test_eq(table["hardware"][0], "CPU x2")
+test_eq(list(table["run_name"]), ["a", "b"])
 test_fail(lambda: load_run(tmp / "nope"), contains="not a run folder")
 test_fail(lambda: runs_table([tmp], protocol="sampled50"), contains="Unknown protocol")
 

@@ -230,7 +230,7 @@ def write_packaged_embeddings(ds,  # the dataset to encode (the embedded `beauty
         if old != path: old.unlink()
     return path
 
-# %% ../nbs/02_embed.ipynb #fec75c9e
+# %% ../nbs/02_embed.ipynb #de4003c8
 def plot_umap(emb: np.ndarray,  # (n_items + 1, d) item embeddings; zero rows are skipped
               labels,  # (n_items + 1,) label per row (row 0 ignored), e.g. `ds.items['category']` aligned by id
               title: str = "",  # plot title
@@ -246,7 +246,9 @@ def plot_umap(emb: np.ndarray,  # (n_items + 1, d) item embeddings; zero rows ar
     check(len(labels) == len(emb), f"labels has {len(labels)} entries for {len(emb)} embedding rows; align it by item id (row 0 = padding).")
     rows = np.where(np.linalg.norm(emb, axis=1) > 0)[0]
     rows = rows[rows > 0]
-    xy = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed).fit_transform(emb[rows])  # (n, 2)
+    with warnings.catch_warnings():  # random_state makes UMAP single-threaded, and it says so
+        warnings.filterwarnings("ignore", message="n_jobs value")
+        xy = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed).fit_transform(emb[rows])  # (n, 2)
     lab = labels.iloc[rows].reset_index(drop=True)
     keep = lab.value_counts().index[:top]
     lab = lab.where(lab.isin(keep), "other")
