@@ -394,6 +394,7 @@ def graph_from_neighbors(emb,  # (n_items + 1, d) embeddings (zero rows = items 
                          self_loops: bool = False,  # add (i, i) with weight 1 for every item with an embedding
                          mutual: bool = False,  # keep only pairs chosen from both ends
                          info: dict | None = None,  # extra facts to record in `ItemGraph.info`
+                         stacklevel: int = 2,  # frame the no-text warning names (3 when called through `build_graph`)
                         ) -> ItemGraph:
     "The undirected graph of top-k choices: pairs merged, cosine-weighted, thresholded at tau."
     _check_tau(tau)
@@ -420,7 +421,7 @@ def graph_from_neighbors(emb,  # (n_items + 1, d) embeddings (zero rows = items 
         loops = np.where(has)[0]
         a, b, w = np.concatenate([a, loops]), np.concatenate([b, loops]), np.concatenate([w, np.ones(len(loops), np.float32)])
     no_emb = int((~has[1:]).sum())
-    if no_emb: warnings.warn(f"{no_emb} items have an all-zero embedding (no text): they get no edges.", stacklevel=2)
+    if no_emb: warnings.warn(f"{no_emb} items have an all-zero embedding (no text): they get no edges.", stacklevel=stacklevel)
     info = dict(k=int(k), tau=float(tau), self_loops=bool(self_loops), mutual=bool(mutual),
                 items_without_embedding=no_emb, pairs_below_tau=int((~kept).sum()), **(info or {}))
     return _edges_to_graph(a, b, w, n, info)
@@ -445,7 +446,7 @@ def build_graph(emb,  # (n_items + 1, d) semantic embeddings; row 0 = padding (z
         if r < 0.9: warnings.warn(f"The {used} index found only {r:.1%} of the exact top-{k} neighbours on {min(recall_sample, len(unit[1]))} "
                                   "sampled items; raise nprobe (ivf) or ef_search (hnsw), or use method='exact'.")
     del unit
-    return graph_from_neighbors(emb, nbrs, sims, tau, self_loops, mutual, info)
+    return graph_from_neighbors(emb, nbrs, sims, tau, self_loops, mutual, info, stacklevel=3)
 
 
 # %% [markdown]
