@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -61,7 +62,14 @@ def runs_table(folders, protocol: str = "full-masked", params: tuple[str, ...] =
     "A table of the runs in `folders` (run folders, or parents of run folders) under `protocol`, with extra `params` columns."
     runs = []
     for f in map(Path, folders):
-        runs += [f] if (f / "metrics.json").exists() else sorted(d for d in f.iterdir() if (d / "metrics.json").exists())
+        check(f.is_dir(), f"{f} is not a folder: pass run folders or folders that hold them (e.g. results/ or runs/).")
+        if (f / "metrics.json").exists(): runs.append(f); continue  # a run folder named explicitly must be finished
+        found = sorted(d for d in f.iterdir() if (d / "metrics.json").exists())
+        done = [d for d in found if "test" in load_run(d)["metrics"]]
+        if len(done) < len(found):
+            warnings.warn(f"{f}: left out {len(found) - len(done)} folder(s) without test metrics (unfinished runs or "
+                          f"benchmarks): {', '.join(d.name for d in found if d not in done)}", stacklevel=2)
+        runs += done
     return pd.DataFrame([run_row(load_run(r), protocol, params) for r in runs])
 
 
@@ -89,6 +97,20 @@ test_eq(table["hardware"][0], "CPU x2")
 test_eq(list(table["run_name"]), ["a", "b"])
 test_fail(lambda: load_run(tmp / "nope"), contains="not a run folder")
 test_fail(lambda: runs_table([tmp], protocol="sampled50"), contains="Unknown protocol")
+test_fail(lambda: runs_table([tmp / "missing"]), contains="not a folder")
+
+# %% [markdown]
+# Scanning a folder such as `runs/` leaves out, with a warning, the folders that hold no test metrics (a benchmark
+# or an unfinished run); naming such a run folder directly is an error, as above.
+
+# %%
+(tmp / "bench").mkdir(); (tmp / "bench" / "params.json").write_text("{}"); (tmp / "bench" / "metrics.json").write_text("{}")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    scanned = runs_table([tmp])
+test_eq(list(scanned["run"]), ["a", "b"])
+test_eq(len(caught), 1); assert "bench" in str(caught[0].message)
+str(caught[0].message)
 
 
 # %% [markdown]

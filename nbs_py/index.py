@@ -98,15 +98,25 @@
 #
 # **Full ranking, history masked** (the default protocol):
 
+# %% tags=["parameters"]
+#| hide
+results_folder: str = ""  # published runs to tabulate; "" -> results/. `papermill nbs/index.ipynb out.ipynb -p results_folder runs` tabulates your own runs
+
 # %%
-#| echo: false
+#| hide
+from pathlib import Path
 from IPython.display import Markdown
+from sagerec.core import project_root
 from sagerec.report import results_dir, runs_table
 
+
+# %%
+#| echo: false
 def results_markdown(protocol: str) -> Markdown:
-    t = runs_table([results_dir()], protocol=protocol, params=("lr_patience",))
-    cols = ["variant", "lr_patience", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "best_epoch", "epochs_run", "s/epoch", "run"]
-    return Markdown(t[cols].sort_values(["lr_patience", "variant"]).to_markdown(index=False, floatfmt=".4f"))
+    folder = (project_root() or Path.cwd()) / results_folder if results_folder else results_dir()
+    t = runs_table([folder], protocol=protocol, params=("lr_patience",))
+    cols = ["dataset", "variant", "lr_patience", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "best_epoch", "epochs_run", "s/epoch", "run"]
+    return Markdown(t[cols].sort_values(["dataset", "lr_patience", "variant"]).to_markdown(index=False, floatfmt=".4f"))
 
 results_markdown("full-masked")
 

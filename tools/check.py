@@ -3,8 +3,8 @@
 
 1. `nbdev-clean` leaves every notebook unchanged (notebooks are committed clean, `parameters` tags kept).
 2. `nbdev-export` leaves `sagerec/` unchanged (the package is exactly what the notebooks export).
-3. Every experiment notebook (the ones papermill runs: no numeric prefix, not `index`) has exactly one cell
-   tagged `parameters`; no notebook has more.
+3. Every notebook papermill runs (experiment notebooks: no numeric prefix, not `index`; and any notebook that
+   mentions papermill) has exactly one cell tagged `parameters`; no notebook has more.
 4. The jupytext mirrors in `nbs_py/` equal their notebooks.
 5. README.md equals what `tools/readme.py` generates from `nbs/index.ipynb`.
 """
@@ -39,8 +39,10 @@ def parameter_cells() -> list[str]:
         nb = json.loads(p.read_text())
         cells = nb.get("cells", [])
         tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-        # Experiment notebooks (no numeric prefix, not the index) are the ones papermill runs.
-        papermill = not p.name[0].isdigit() and p.name != "index.ipynb"
+        # Experiment notebooks (no numeric prefix, not the index) are run by papermill, and so is any notebook that
+        # mentions it (the index can re-render its result tables for another folder of runs).
+        src = "".join("".join(c.get("source", "")) for c in cells).lower()
+        papermill = (not p.name[0].isdigit() and p.name != "index.ipynb") or "papermill" in src
         if (papermill and len(tagged) != 1) or len(tagged) > 1:
             bad.append(f"parameters: {p.relative_to(ROOT)} is run by papermill but has {len(tagged)} cells tagged 'parameters' (needs exactly 1)")
     return bad
