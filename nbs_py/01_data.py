@@ -33,6 +33,9 @@ from sagerec.raw import (META_FIELDS, first_bad_row, read_amazon_meta, read_amaz
 import os, shutil, tempfile, zipfile
 from contextlib import contextmanager
 from fastcore.test import test_eq, test_fail, test_close
+
+# %%
+#| hide
 pd.set_option("display.max_colwidth", 120)
 
 

@@ -26,9 +26,10 @@ from sagerec.core import SageRecError, atomic_write, cache_dir, check, fingerpri
 #| hide
 import tempfile
 import time
-
 from fastcore.test import test_close, test_eq, test_fail
 
+# %%
+#| hide
 _ = os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub look-ups while the notebook runs
 
 # %% [markdown]
@@ -389,6 +390,8 @@ def item_embeddings(ds,  # a `SeqDataset` (anything with `prompts() -> list[str]
 
 # %%
 from sagerec.data import load_dataset
+
+# %%
 mini = load_dataset("beauty-mini")
 t0 = time.time()
 Emini = item_embeddings(mini, progress=False)
@@ -471,8 +474,10 @@ err
 # (see the recorded CPU count); the paper's numbers are not comparable (another model and GPU).
 
 # %%
-#| slow
 import torch
+
+# %%
+#| slow
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 beauty = load_dataset("beauty")
 with tempfile.TemporaryDirectory() as d:
@@ -531,8 +536,10 @@ def plot_umap(emb: np.ndarray,  # (n_items + 1, d) item embeddings; zero rows ar
 
 
 # %%
-#| slow
 from sagerec.core import save_fig
+
+# %%
+#| slow
 cats = np.array([None, *beauty.items["category"].tolist()], dtype=object)
 ax = plot_umap(Eb, cats, title=f"Beauty: {beauty.n_items:,} items, {DEFAULT_MODEL}, coloured by category")
 save_fig("umap_beauty")

@@ -26,11 +26,11 @@ from sagerec.core import check, pick_device
 #| hide
 import os
 import time
-
 from fastcore.test import test_close, test_eq, test_fail
-
 from sagerec.core import SageRecError
 
+# %%
+#| hide
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
@@ -631,11 +631,12 @@ test_eq(neighbor_table(g2, 3)["item"].tolist(), [2, 1, 4])
 # the undirected edges).
 
 # %%
-#| slow
 from sagerec.core import save_fig
 from sagerec.data import load_dataset
 from sagerec.embed import item_embeddings
 
+# %%
+#| slow
 dsets = {n: load_dataset(n) for n in ["beauty", "toys", "ml-1m"]}
 embs = {n: item_embeddings(ds, progress=False) for n, ds in dsets.items()}
 graphs, secs = {}, {}
@@ -680,8 +681,10 @@ min_top3
 # the tail comes from "hub" items that many others pick.
 
 # %%
-#| slow
 import matplotlib.pyplot as plt
+
+# %%
+#| slow
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 for ax, (n, g) in zip(axes, graphs.items()):
     dd = g.degree()[1:].numpy()

@@ -21,6 +21,9 @@ from sagerec.core import SageRecError, check
 # %%
 #| hide
 from fastcore.test import test_eq, test_close, test_fail
+
+# %%
+#| hide
 torch.set_num_threads(1)  # tiny fixtures: one thread is faster and immune to a busy shared CPU
 
 
@@ -394,6 +397,8 @@ class LastItemModel(nn.Module):
 
 # %%
 from types import SimpleNamespace
+
+# %%
 toy = SimpleNamespace(n_items=8,
     valid_input=[np.array([1, 2]), np.array([3, 4, 5]), np.array([6, 2])], valid_target=np.array([3, 6, 7]),
     test_input=[np.array([1, 2, 3]), np.array([3, 4, 5, 6]), np.array([6, 2, 7])], test_target=np.array([4, 3, 8]))
@@ -431,11 +436,13 @@ test_fail(lambda: evaluate(lm, toy, stage="train"), contains="Unknown stage")
 # %%
 from sagerec.data import load_dataset
 from sagerec.core import seed_everything
+import pandas as pd
+
+# %%
 mini = load_dataset("beauty-mini"); sp = mini.split()
 seed_everything(0); rnd = LastItemModel(mini.n_items, dim=16); rnd.reset_parameters()
 chance = {lbl: evaluate(rnd, sp, "test", protocol=p, mask_history=m)
           for lbl, p, m in [("full-masked", "full", True), ("full-unmasked", "full", False), ("sampled100", "sampled100", True)]}
-import pandas as pd
 pd.DataFrame(chance).T[["recall@10", "ndcg@10", "recall@20", "ndcg@20", "n_users"]]
 
 # %%
@@ -451,8 +458,10 @@ assert 0.5 * 10 / 101 < chance["sampled100"]["recall@10"] < 2 * 10 / 101
 # so this times the evaluation machinery; the `train` notebook and `bench_train` time it with the real model.
 
 # %%
-#| slow
 import time
+
+# %%
+#| slow
 beauty = load_dataset("beauty"); bsp = beauty.split()
 seed_everything(0); big = LastItemModel(beauty.n_items, dim=50); big.reset_parameters()
 torch.set_num_threads(2)

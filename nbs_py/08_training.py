@@ -29,6 +29,9 @@ from sagerec.evaluate import UnseenSampler, left_pad, metrics_from_ranks, model_
 import tempfile
 from types import SimpleNamespace
 from fastcore.test import test_eq, test_close, test_fail
+
+# %%
+#| hide
 torch.set_num_threads(1)  # tiny fixtures: one thread is faster and immune to a busy shared CPU
 
 
@@ -395,12 +398,14 @@ def train(model: nn.Module,                  # a model that follows the model co
 # %%
 from sagerec.data import load_dataset
 from sagerec.evaluate import LastItemModel, evaluate
+import pandas as pd
+
+# %%
 mini = load_dataset("beauty-mini"); sp = mini.split()
 seed_everything(0); lm = LastItemModel(mini.n_items, dim=32, max_len=50); lm.reset_parameters()
 before = evaluate(lm, sp, "valid")["ndcg@10"]
 tmp = Path(tempfile.mkdtemp())
 res = train(lm, sp, TrainConfig(epochs=4, lr=1e-2, progress=False), run_dir=tmp / "run")
-import pandas as pd
 pd.DataFrame(res.history)[["epoch", "train_loss", "valid_loss", "valid/ndcg@10", "lr", "steps"]].round(4)
 
 # %%
@@ -455,6 +460,8 @@ test_eq((r0.stop_reason, r0.best_epoch, len(r0.history)), ("early_stopping", 1, 
 
 # %%
 from sagerec.model import ModelConfig, build_model
+
+# %%
 mcfg = ModelConfig(dim=16, max_len=20, dropout=0.5)  # the real no-graph model, dropout included: torch's RNG matters
 def fresh():
     seed_everything(0); return build_model("sasrec", mini.n_items, mcfg)
