@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 train: install
 	mkdir -p runs
-	$(BIN)/papermill nbs/train.ipynb runs/quickstart.ipynb
+	$(BIN)/papermill nbs/train.ipynb runs/quickstart.ipynb -p run_name quickstart
 
 check: install
 	$(BIN)/python tools/check.py

@@ -32,10 +32,10 @@
 # make test    # installs if needed, checks notebook/package hygiene, runs every notebook's lesson cells and pytest
 # ```
 #
-# `make train` runs `papermill nbs/train.ipynb runs/quickstart.ipynb`: the training notebook with its
+# `make train` runs `papermill nbs/train.ipynb runs/quickstart.ipynb -p run_name quickstart`: the training notebook with its
 # CI-sized defaults on `beauty-mini`, a slice of Amazon Beauty that ships inside the package, so it needs no
-# data download. The executed notebook, `params.json`, `metrics.json`, the learning curve and the checkpoint
-# land in `runs/quickstart/`.
+# data download. The executed notebook lands in `runs/quickstart.ipynb`; `params.json`, `metrics.json`, the
+# learning curve and the checkpoints in `runs/quickstart/` (running it again resumes from `last.pt`).
 #
 # **CPU or GPU.** On a CPU-only machine `make` installs the CPU wheel of torch first (`torch==2.13.0`),
 # because a plain `pip install torch` resolves to a multi-GB CUDA build. On a GPU machine, install the normal
@@ -84,6 +84,11 @@
 # papermill nbs/train.ipynb runs/toys.ipynb -p dataset toys -f configs/toys.yaml
 # papermill nbs/train.ipynb runs/ml-1m.ipynb -p dataset ml-1m -f configs/ml-1m.yaml
 # ```
+#
+# `-p variant` also takes the ablations `fixed_edges` (B), `random_graph` (D) and `no_position` (E);
+# `-p lr_patience 0` replaces the paper's LR schedule by a constant LR (see the results below); `-p device cuda`
+# forces the GPU. Each run writes `runs/<dataset>-<variant>-s<seed>/` (or `-p run_name ...`); the same command
+# again resumes an interrupted run. `sagerec.report.publish_run` copies a finished run's JSON into `results/`.
 
 # %% [markdown]
 # ## Results so far
