@@ -232,39 +232,24 @@ def _edit(path: Path, old: str, new: str):
     path.write_bytes(gzip.compress(out) if gz else out)
 
 
-@pytest.mark.parametrize("fname,old,new,where", [
-    ("ml-1m/ratings.dat", "1::20::4::200\n", "1::20::4\n", "ratings.dat, line 6"),                  # truncated row
-    ("ml-1m/ratings.dat", "2::10::3::60\n", "2::10::3::60::7\n", "line 10"),                       # extra field
-    ("ml-1m/movies.dat", "30::Postino", "30 Postino", "movies.dat, line 3"),
+_BUILDERS = {"ml-1m": ml_dir, "beauty": beauty_dir}
+
+
+@pytest.mark.parametrize("name,layout,fname,old,new,where", [
+    ("ml-1m", "raw", "ml-1m/ratings.dat", "1::20::4::200\n", "1::20::4\n", "ratings.dat, line 6"),         # truncated row
+    ("ml-1m", "raw", "ml-1m/ratings.dat", "2::10::3::60\n", "2::10::3::60::7\n", "line 10"),              # extra field
+    ("ml-1m", "raw", "ml-1m/movies.dat", "30::Postino", "30 Postino", "movies.dat, line 3"),
+    ("beauty", "raw", "beauty/reviews_Beauty_5.json.gz", '{"reviewerID": "RA", "asin": "P4"', '{"reviewerID": "RA", "asim": "P4"', "line 10"),
+    ("beauty", "raw", "beauty/meta_Beauty.json.gz", "'title': 'OPI Nail Lacquer'", "'title': 'OPI Nail Lacquer", "meta_Beauty.json.gz, line 2"),
+    ("beauty", "prepared", "beauty/interactions.tsv.gz", "RB\tP2\t1000\t1\t2\t3", "RB\tP2\t1000\t1\t2\t3\textra", "line 9"),  # pandas' own line count
+    ("beauty", "prepared", "beauty/interactions.tsv.gz", "RB\tP2\t1000\t1\t2\t3", "RB\tP2\t1000", "line 9"),
+    ("beauty", "prepared", "beauty/items.jsonl.gz", '{"item_id": "P3"', '{"item": "P3"', "items.jsonl.gz, line 4"),
 ])
-def test_malformed_ml1m_rows(tmp_path, fname, old, new, where):
-    root = ml_dir(tmp_path, "raw")
+def test_malformed_rows_name_file_and_line(tmp_path, name, layout, fname, old, new, where):
+    root = _BUILDERS[name](tmp_path, layout)
     _edit(root / fname, old, new)
     with pytest.raises(SageRecError, match=where):
-        load_dataset("ml-1m", root, cache=False)
-
-
-@pytest.mark.parametrize("fname,old,new,where", [
-    ("beauty/reviews_Beauty_5.json.gz", '{"reviewerID": "RA", "asin": "P4"', '{"reviewerID": "RA", "asim": "P4"', "line 10"),
-    ("beauty/meta_Beauty.json.gz", "'title': 'OPI Nail Lacquer'", "'title': 'OPI Nail Lacquer", "meta_Beauty.json.gz, line 2"),
-])
-def test_malformed_amazon_rows(tmp_path, fname, old, new, where):
-    root = beauty_dir(tmp_path, "raw")
-    _edit(root / fname, old, new)
-    with pytest.raises(SageRecError, match=where):
-        load_dataset("beauty", root, cache=False)
-
-
-@pytest.mark.parametrize("fname,old,new,where", [
-    ("beauty/interactions.tsv.gz", "RB\tP2\t1000\t1\t2\t3", "RB\tP2\t1000\t1\t2\t3\textra", "line 9"),    # pandas' own line count
-    ("beauty/interactions.tsv.gz", "RB\tP2\t1000\t1\t2\t3", "RB\tP2\t1000", "line 9"),
-    ("beauty/items.jsonl.gz", '{"item_id": "P3"', '{"item": "P3"', "items.jsonl.gz, line 4"),
-])
-def test_malformed_prepared_rows(tmp_path, fname, old, new, where):
-    root = beauty_dir(tmp_path, "prepared")
-    _edit(root / fname, old, new)
-    with pytest.raises(SageRecError, match=where):
-        load_dataset("beauty", root, cache=False)
+        load_dataset(name, root, cache=False)
 
 
 @pytest.mark.parametrize("fname", ["beauty/reviews_Beauty_5.json.gz", "beauty/meta_Beauty.json.gz"])
