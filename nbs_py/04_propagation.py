@@ -316,6 +316,10 @@ test_eq(pairs[:, inv].sort(0).values, g5.edge_index.sort(0).values)  # every dir
 # those rows, and computes edge weights only where a degree they need depends on them: the edges into the
 # wanted rows and into their senders. The wanted rows come out exactly as in the full computation (same
 # dropout masks); the other rows are left as the input and must not be used.
+#
+# After each call, `work` holds what it computed: `weighted_edges` (directed edges whose weight entered a degree),
+# `messages` (directed edges that carried a message), `mlp_pairs` (pairs the edge MLP scored) and `projected_nodes`
+# (rows of the table the MLP's first layer projected). The training benchmark turns these into a cost account.
 
 # %%
 #| export
@@ -361,6 +365,7 @@ class GraphPropagation(nn.Module):
         self.register_buffer("pairs", pairs, persistent=False)  # (2, M)
         self.register_buffer("pair_of_edge", inverse, persistent=False)  # (E,)
         self.edge_mlp = EdgeMLP(dim) if mode == "learned" else None
+        self.work: dict[str, int] = {}  # sizes of the last forward pass (see `forward`), for cost accounting
 
     @property
     def num_edges(self) -> int: return self.edge_index.shape[1]
@@ -377,8 +382,10 @@ class GraphPropagation(nn.Module):
         if self.edge_mlp is None: return self.log_edge_weight if idx is None else self.log_edge_weight[idx]
         if not self.symmetric:
             src, dst = self.edge_index if idx is None else self.edge_index[:, idx]
+            self.work.update(mlp_pairs=src.shape[0], projected_nodes=x.shape[0])
             return F.logsigmoid(self.edge_mlp(x, dst, src))  # receiver first: w_ij for the message j -> i
         if idx is None:
+            self.work.update(mlp_pairs=self.pairs.shape[1], projected_nodes=x.shape[0])
             return F.logsigmoid(self.edge_mlp(x, self.pairs[0], self.pairs[1], symmetric=True))[self.pair_of_edge]  # (E,)
         pid = self.pair_of_edge[idx]  # (E',) pair of each wanted edge
         M, N, dev = self.pairs.shape[1], self.num_nodes, x.device
@@ -388,6 +395,7 @@ class GraphPropagation(nn.Module):
         slot = torch.empty(N, dtype=torch.long, device=dev)
         slot.index_copy_(0, nodes, torch.arange(len(nodes), device=dev))  # node id -> row of x[nodes]
         loc = slot[ends]  # (2, m)
+        self.work.update(mlp_pairs=sel.shape[0], projected_nodes=nodes.shape[0])
         s = self.edge_mlp(x.index_select(0, nodes), loc[0], loc[1], symmetric=True)  # (m,) node projections only for the U nodes
         pslot = torch.empty(M, dtype=torch.long, device=dev).index_copy_(0, sel, torch.arange(len(sel), device=dev))  # pair -> row of s
         return F.logsigmoid(s).index_select(0, pslot[pid])  # (E',)
@@ -432,6 +440,7 @@ class GraphPropagation(nn.Module):
             deg_rows = out_rows.index_fill(0, src.masked_select(send), True)  # (N,) wanted rows and their senders need full degrees
             use = deg_rows[dst] if keep is None else keep & deg_rows[dst]  # (E,) every kept edge into those
         use_idx = None if use is None else use.nonzero().squeeze(1)  # (E',) positions of the weighted edges
+        self.work = dict(weighted_edges=self.num_edges if use_idx is None else use_idx.shape[0], mlp_pairs=0, projected_nodes=0)
         logw = self.log_edge_weights(x, use_idx)  # (E',) the MLP runs only on pairs whose weight is needed
         if alive is not None and self.node_dropout_mode == "rows":
             x = x * (alive[:, None].to(x.dtype) / (1 - self.node_dropout))  # (N, d) row dropout
@@ -441,6 +450,7 @@ class GraphPropagation(nn.Module):
             at = (send if use_idx is None else send.index_select(0, use_idx)).nonzero().squeeze(1)  # (S,)
         norm = sym_norm_log(ei, logw, self.num_nodes, at)  # (S,) degrees from all E' edges
         if at is not None: ei = ei.index_select(1, at)  # (2, S)
+        self.work["messages"] = ei.shape[1]
         if drop_msgs: norm = norm / (1 - self.node_dropout)  # inverted dropout on the messages
         for _ in range(self.n_layers): x = graph_layer(x, ei, norm)  # (N, d)
         return x
@@ -570,10 +580,12 @@ def rows_vs_full(layer, x, rows, seed=0):
 
 wanted = torch.randint(1, n, (300,))
 full, part = rows_vs_full(lay_learned.train(), x, wanted)
-(full[0] - part[0]).abs().max(), (full[1] - part[1]).abs().max(), max((a - b).abs().max() for a, b in zip(full[2], part[2]))
+(full[0] - part[0]).abs().max(), (full[1] - part[1]).abs().max(), max((a - b).abs().max() for a, b in zip(full[2], part[2])), lay_learned.work
 
 # %%
 test_close(part[0], full[0], eps=1e-5)
+assert 0 < lay_learned.work["messages"] <= lay_learned.work["weighted_edges"] < lay_learned.num_edges  # the restricted pass did less
+assert lay_learned.work["mlp_pairs"] <= lay_learned.pairs.shape[1] and lay_learned.work["projected_nodes"] < n
 test_close(part[1], full[1], eps=1e-5)
 for a, b in zip(full[2], part[2]): test_close(a, b, eps=1e-4)
 

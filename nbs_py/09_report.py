@@ -77,9 +77,9 @@ def runs_table(folders, protocol: str = "full-masked", params: tuple[str, ...] =
 # A hand-made run folder shows the shape of the files and the row built from them:
 
 # %%
-def fake_run(root: Path, name: str, variant: str, ndcg10: float) -> Path:
+def fake_run(root: Path, name: str, variant: str, ndcg10: float, seed: int = 0) -> Path:
     d = root / name; d.mkdir(parents=True)
-    (d / "params.json").write_text(json.dumps({"dataset": "beauty-mini", "variant": variant, "seed": 0, "run_name": name,
+    (d / "params.json").write_text(json.dumps({"dataset": "beauty-mini", "variant": variant, "seed": seed, "run_name": name,
                                               "environment": {"cpu_count": 2, "cuda": None}}))
     test = {p: {"recall@10": 2 * ndcg10, "ndcg@10": ndcg10, "recall@20": 3 * ndcg10, "ndcg@20": 1.2 * ndcg10} for p in PROTOCOLS}
     (d / "metrics.json").write_text(json.dumps({"test": test, "best_epoch": 3, "epochs_run": 5, "seconds_per_epoch": 1.5}))
@@ -177,6 +177,78 @@ test_eq([t.get_text() for t in fig.axes[0].get_legend().get_texts()], ["sagerec"
 test_eq(len(fig.axes[0].patches) >= 2 * len(METRICS), True)
 test_fail(lambda: plot_runs(table.iloc[:0]), contains="no runs")
 plt.close(fig)
+
+
+# %% [markdown]
+# ## Several seeds
+#
+# The paper reports the mean over 5 seeds and a paired t-test against the second-best method (p < 0.01).
+# `seed_summary` gives the mean and standard deviation over seeds of each group of runs; `paired_test` pairs the
+# runs of two variants by seed and applies `scipy.stats.ttest_rel` (two-sided) to each metric. Seeds present for
+# only one of the two variants are left out of the test, and said so.
+
+# %%
+#| export
+def seed_summary(table: pd.DataFrame,                       # from `runs_table`
+                 by: tuple[str, ...] = ("dataset", "variant"),  # one row per group
+                 metrics: tuple[str, ...] = METRICS,
+                ) -> pd.DataFrame:
+    "Mean and standard deviation (ddof = 1) of each metric over the seeds of each group, and the seeds used."
+    check(len(table) > 0, "The table has no runs to summarise.")
+    g = table.groupby(list(by))
+    out = g[list(metrics)].agg(["mean", "std"])
+    out.columns = [f"{m} {s}" for m, s in out.columns]
+    return out.assign(seeds=g["seed"].apply(lambda s: ",".join(map(str, sorted(s)))), n=g["seed"].nunique())
+
+
+def paired_test(table: pd.DataFrame,                 # from `runs_table`, one dataset and protocol
+                a: str, b: str,                      # the two values of `label` compared (a - b)
+                label: str = "variant",              # the column that tells the methods apart
+                metrics: tuple[str, ...] = METRICS,
+               ) -> pd.DataFrame:
+    "Paired two-sided t-test of `a` against `b` over the seeds both have, per metric (`scipy.stats.ttest_rel`)."
+    from scipy.stats import ttest_rel
+    check(table["dataset"].nunique() == 1 and table["protocol"].nunique() == 1,
+          "paired_test compares runs of one dataset under one protocol: filter the table first.")
+    for v in (a, b): check((table[label] == v).any(), f"No run has {label} = {v!r}; the table has {sorted(table[label].astype(str).unique())}.")
+    ta, tb = (table[table[label] == v].set_index("seed") for v in (a, b))
+    for t, v in ((ta, a), (tb, b)): check(t.index.is_unique, f"{label} = {v!r} has several runs with the same seed: filter the table first.")
+    seeds = sorted(set(ta.index) & set(tb.index))
+    check(len(seeds) >= 2, f"A paired test needs at least 2 seeds run for both {a!r} and {b!r}; common seeds: {seeds}.")
+    left_out = sorted(set(ta.index) ^ set(tb.index))
+    if left_out: warnings.warn(f"Seeds {left_out} were run for only one of {a!r}, {b!r} and are left out of the test.", stacklevel=2)
+    rows = []
+    for m in metrics:
+        xa, xb = ta.loc[seeds, m].to_numpy(float), tb.loc[seeds, m].to_numpy(float)
+        r = ttest_rel(xa, xb)
+        rows.append({"metric": m, f"{a} mean": xa.mean(), f"{b} mean": xb.mean(), "gain": xa.mean() / xb.mean() - 1,
+                     "t": float(r.statistic), "p": float(r.pvalue), "seeds": len(seeds)})
+    return pd.DataFrame(rows).set_index("metric")
+
+
+# %% [markdown]
+# Three seeds of two hand-made methods; the test statistic is the mean paired difference over its standard error:
+
+# %%
+seeds_dir = Path(tempfile.mkdtemp())
+for sd, (x, y) in enumerate([(0.040, 0.036), (0.042, 0.037), (0.039, 0.037)]):
+    fake_run(seeds_dir, f"a{sd}", "sagerec", x, seed=sd); fake_run(seeds_dir, f"b{sd}", "sasrec", y, seed=sd)
+fake_run(seeds_dir, "a3", "sagerec", 0.05, seed=3)  # a seed the other method lacks
+st = runs_table([seeds_dir])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pt = paired_test(st, "sagerec", "sasrec")
+seed_summary(st)[["ndcg@10 mean", "ndcg@10 std", "seeds"]], pt.loc[["ndcg@10"]]
+
+# %%
+diff = pd.Series([0.004, 0.005, 0.002])
+test_close(pt.loc["ndcg@10", "t"], diff.mean() / (diff.std() / 3 ** 0.5), eps=1e-6)
+test_eq(pt.loc["ndcg@10", "seeds"], 3)
+test_eq(len(caught), 1); assert "[3]" in str(caught[0].message)
+test_eq(seed_summary(st).loc[("beauty-mini", "sagerec"), "seeds"], "0,1,2,3")
+test_close(seed_summary(st).loc[("beauty-mini", "sasrec"), "ndcg@10 mean"], (0.036 + 0.037 + 0.037) / 3, eps=1e-9)
+test_fail(lambda: paired_test(st, "sagerec", "gru4rec"), contains="No run has variant = 'gru4rec'")
+test_fail(lambda: paired_test(st[st.seed == 0], "sagerec", "sasrec"), contains="at least 2 seeds")
 
 # %% [markdown]
 # The published Beauty runs (their table is in the README), under the masked full-ranking protocol, labelled by

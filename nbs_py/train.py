@@ -14,21 +14,24 @@
 # `learning_curve.png`, and the checkpoints `best.pt` / `last.pt`. Starting the same run again continues
 # from `last.pt` (e.g. after a crash or a kill).
 
+# %%
+from typing import Optional  # papermill reads the types of the parameters below; it cannot parse `str | None`
+
 # %% tags=["parameters"]
 # --- what to run
 dataset: str = "beauty-mini"        # 'beauty-mini' (embedded, needs no data), 'beauty', 'toys', 'ml-1m'
 variant: str = "sagerec"            # 'sagerec' (A), 'sasrec' (no graph, C), 'fixed_edges' (B), 'random_graph' (D), 'no_position' (E)
 seed: int = 0                       # seeds Python, NumPy and torch; recorded
 device: str = "auto"                # 'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'
-data_dir: str | None = None         # folder holding beauty/, toys/, ml-1m/; None -> $SAGEREC_DATA
-run_name: str | None = None         # run folder name; None -> '<dataset>-<variant>-s<seed>'
-output_dir: str | None = None       # parent folder of runs; None -> runs/ at the project root ($SAGEREC_RUNS)
+data_dir: Optional[str] = None      # folder holding beauty/, toys/, ml-1m/; None -> $SAGEREC_DATA
+run_name: Optional[str] = None      # run folder name; None -> '<dataset>-<variant>-s<seed>'
+output_dir: Optional[str] = None    # parent folder of runs; None -> runs/ at the project root ($SAGEREC_RUNS)
 resume: bool = True                 # continue from the run folder's last.pt; False: start afresh, replacing it
 # --- semantic embeddings and graph (SAGERec variants only)
-text_model: str | None = None       # sentence-transformers name or folder; None -> packaged all-MiniLM-L6-v2 (paper: MiniLM-L12-v2)
+text_model: Optional[str] = None    # sentence-transformers name or folder; None -> packaged all-MiniLM-L6-v2 (paper: MiniLM-L12-v2)
 text_max_length: int = 128          # tokens kept per item prompt (paper: 128)
 k: int = 3                          # neighbours per item in the semantic graph (paper: 3)
-tau: float | None = None            # cosine threshold for an edge (paper: unspecified); None -> build_graph's default
+tau: Optional[float] = None         # cosine threshold for an edge (paper: unspecified); None -> build_graph's default
 self_loops: bool = False            # add self-loops to the graph
 # --- model
 dim: int = 50                       # embedding / hidden width (paper: 50)
@@ -50,7 +53,7 @@ n_neg: int = 1                      # training negatives per position (SASRec: 1
 patience: int = 20                  # early stopping: validations without a better valid NDCG@10 (0: never)
 lr_patience: int = 5                # LR x0.1 after this many validations without a lower validation loss (paper: 5; 0: constant LR)
 eval_every: int = 1                 # validate every this many epochs
-num_threads: int | None = None      # torch CPU threads; None -> torch's default
+num_threads: Optional[int] = None   # torch CPU threads; None -> torch's default (all cores); 1 was fastest on 2 cores (nbs/bench_train.ipynb)
 eval_batch_size: int = 1024         # users per forward pass when evaluating
 sampled_seed: int = 0               # seed of the sampled-100 candidates
 progress: bool = True               # tqdm progress bars

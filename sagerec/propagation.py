@@ -93,7 +93,7 @@ def undirected_pairs(edge_index: Tensor,  # (2, E) directed edges (both directio
     key, inverse = torch.unique(lo * num_nodes + hi, return_inverse=True)  # (M,), (E,)
     return torch.stack([key // num_nodes, key % num_nodes]), inverse
 
-# %% ../nbs/04_propagation.ipynb #391793de
+# %% ../nbs/04_propagation.ipynb #b825b6ac
 GRAPH_MODES = ("learned", "fixed")
 NODE_DROPOUT_MODES = ("messages", "rows", "nodes")
 
@@ -136,6 +136,7 @@ class GraphPropagation(nn.Module):
         self.register_buffer("pairs", pairs, persistent=False)  # (2, M)
         self.register_buffer("pair_of_edge", inverse, persistent=False)  # (E,)
         self.edge_mlp = EdgeMLP(dim) if mode == "learned" else None
+        self.work: dict[str, int] = {}  # sizes of the last forward pass (see `forward`), for cost accounting
 
     @property
     def num_edges(self) -> int: return self.edge_index.shape[1]
@@ -152,8 +153,10 @@ class GraphPropagation(nn.Module):
         if self.edge_mlp is None: return self.log_edge_weight if idx is None else self.log_edge_weight[idx]
         if not self.symmetric:
             src, dst = self.edge_index if idx is None else self.edge_index[:, idx]
+            self.work.update(mlp_pairs=src.shape[0], projected_nodes=x.shape[0])
             return F.logsigmoid(self.edge_mlp(x, dst, src))  # receiver first: w_ij for the message j -> i
         if idx is None:
+            self.work.update(mlp_pairs=self.pairs.shape[1], projected_nodes=x.shape[0])
             return F.logsigmoid(self.edge_mlp(x, self.pairs[0], self.pairs[1], symmetric=True))[self.pair_of_edge]  # (E,)
         pid = self.pair_of_edge[idx]  # (E',) pair of each wanted edge
         M, N, dev = self.pairs.shape[1], self.num_nodes, x.device
@@ -163,6 +166,7 @@ class GraphPropagation(nn.Module):
         slot = torch.empty(N, dtype=torch.long, device=dev)
         slot.index_copy_(0, nodes, torch.arange(len(nodes), device=dev))  # node id -> row of x[nodes]
         loc = slot[ends]  # (2, m)
+        self.work.update(mlp_pairs=sel.shape[0], projected_nodes=nodes.shape[0])
         s = self.edge_mlp(x.index_select(0, nodes), loc[0], loc[1], symmetric=True)  # (m,) node projections only for the U nodes
         pslot = torch.empty(M, dtype=torch.long, device=dev).index_copy_(0, sel, torch.arange(len(sel), device=dev))  # pair -> row of s
         return F.logsigmoid(s).index_select(0, pslot[pid])  # (E',)
@@ -207,6 +211,7 @@ class GraphPropagation(nn.Module):
             deg_rows = out_rows.index_fill(0, src.masked_select(send), True)  # (N,) wanted rows and their senders need full degrees
             use = deg_rows[dst] if keep is None else keep & deg_rows[dst]  # (E,) every kept edge into those
         use_idx = None if use is None else use.nonzero().squeeze(1)  # (E',) positions of the weighted edges
+        self.work = dict(weighted_edges=self.num_edges if use_idx is None else use_idx.shape[0], mlp_pairs=0, projected_nodes=0)
         logw = self.log_edge_weights(x, use_idx)  # (E',) the MLP runs only on pairs whose weight is needed
         if alive is not None and self.node_dropout_mode == "rows":
             x = x * (alive[:, None].to(x.dtype) / (1 - self.node_dropout))  # (N, d) row dropout
@@ -216,6 +221,7 @@ class GraphPropagation(nn.Module):
             at = (send if use_idx is None else send.index_select(0, use_idx)).nonzero().squeeze(1)  # (S,)
         norm = sym_norm_log(ei, logw, self.num_nodes, at)  # (S,) degrees from all E' edges
         if at is not None: ei = ei.index_select(1, at)  # (2, S)
+        self.work["messages"] = ei.shape[1]
         if drop_msgs: norm = norm / (1 - self.node_dropout)  # inverted dropout on the messages
         for _ in range(self.n_layers): x = graph_layer(x, ei, norm)  # (N, d)
         return x

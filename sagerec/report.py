@@ -19,7 +19,8 @@ import seaborn as sns
 from .core import check, project_root
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'METRICS', 'load_run', 'run_row', 'runs_table', 'results_dir', 'publish_run', 'plot_runs']
+__all__ = ['PROTOCOLS', 'METRICS', 'load_run', 'run_row', 'runs_table', 'results_dir', 'publish_run', 'plot_runs', 'seed_summary',
+           'paired_test']
 
 # %% ../nbs/09_report.ipynb #f8b6e0b4
 PROTOCOLS = ("full-masked", "full-unmasked", "sampled100")  # evaluation protocols recorded by nbs/train.ipynb
@@ -89,3 +90,40 @@ def plot_runs(table: pd.DataFrame,                # from `runs_table`
     ax.set(xlabel="", ylabel="test value", title=title or f"{table['dataset'].iloc[0]}, {table['protocol'].iloc[0]}")
     ax.legend(title=label, fontsize=8, title_fontsize=8, frameon=False)
     return fig
+
+# %% ../nbs/09_report.ipynb #eb71be9c
+def seed_summary(table: pd.DataFrame,                       # from `runs_table`
+                 by: tuple[str, ...] = ("dataset", "variant"),  # one row per group
+                 metrics: tuple[str, ...] = METRICS,
+                ) -> pd.DataFrame:
+    "Mean and standard deviation (ddof = 1) of each metric over the seeds of each group, and the seeds used."
+    check(len(table) > 0, "The table has no runs to summarise.")
+    g = table.groupby(list(by))
+    out = g[list(metrics)].agg(["mean", "std"])
+    out.columns = [f"{m} {s}" for m, s in out.columns]
+    return out.assign(seeds=g["seed"].apply(lambda s: ",".join(map(str, sorted(s)))), n=g["seed"].nunique())
+
+
+def paired_test(table: pd.DataFrame,                 # from `runs_table`, one dataset and protocol
+                a: str, b: str,                      # the two values of `label` compared (a - b)
+                label: str = "variant",              # the column that tells the methods apart
+                metrics: tuple[str, ...] = METRICS,
+               ) -> pd.DataFrame:
+    "Paired two-sided t-test of `a` against `b` over the seeds both have, per metric (`scipy.stats.ttest_rel`)."
+    from scipy.stats import ttest_rel
+    check(table["dataset"].nunique() == 1 and table["protocol"].nunique() == 1,
+          "paired_test compares runs of one dataset under one protocol: filter the table first.")
+    for v in (a, b): check((table[label] == v).any(), f"No run has {label} = {v!r}; the table has {sorted(table[label].astype(str).unique())}.")
+    ta, tb = (table[table[label] == v].set_index("seed") for v in (a, b))
+    for t, v in ((ta, a), (tb, b)): check(t.index.is_unique, f"{label} = {v!r} has several runs with the same seed: filter the table first.")
+    seeds = sorted(set(ta.index) & set(tb.index))
+    check(len(seeds) >= 2, f"A paired test needs at least 2 seeds run for both {a!r} and {b!r}; common seeds: {seeds}.")
+    left_out = sorted(set(ta.index) ^ set(tb.index))
+    if left_out: warnings.warn(f"Seeds {left_out} were run for only one of {a!r}, {b!r} and are left out of the test.", stacklevel=2)
+    rows = []
+    for m in metrics:
+        xa, xb = ta.loc[seeds, m].to_numpy(float), tb.loc[seeds, m].to_numpy(float)
+        r = ttest_rel(xa, xb)
+        rows.append({"metric": m, f"{a} mean": xa.mean(), f"{b} mean": xb.mean(), "gain": xa.mean() / xb.mean() - 1,
+                     "t": float(r.statistic), "p": float(r.pvalue), "seeds": len(seeds)})
+    return pd.DataFrame(rows).set_index("metric")
