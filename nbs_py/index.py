@@ -93,13 +93,14 @@
 # %% [markdown]
 # ## Results so far
 #
-# Amazon Beauty, seed 0, `configs/beauty.yaml` (paper hyperparameters; packaged all-MiniLM-L6-v2 instead of the
-# paper's MiniLM-L12-v2), one CPU thread on a 2-core machine, no GPU. **Protocol:** leave-one-out, the test item
-# ranked against the **whole catalogue with the user's history masked**; best-validation-NDCG@10 checkpoint; metrics
-# averaged over all 22,363 users. The table is built by `sagerec.report.runs_table` from the runs' own
-# `metrics.json`, copied into `results/`; each run is repeated by
-# `papermill nbs/train.ipynb runs/<run>.ipynb -f configs/beauty.yaml -p dataset beauty -p variant <variant> -p lr_patience <lr_patience> -p num_threads 1 -p run_name <run>`.
-# `s/epoch` is training time with two runs sharing the two cores. `nbs/09_report.ipynb` plots the same runs.
+# Amazon Beauty, `configs/beauty.yaml` (paper hyperparameters; packaged all-MiniLM-L6-v2 instead of the paper's
+# MiniLM-L12-v2), one CPU thread per run on a 2-core machine shared by two runs, no GPU. **Protocol:** leave-one-out,
+# the test item ranked against the **whole catalogue with the user's history masked**; best-validation-NDCG@10
+# checkpoint; metrics averaged over all 22,363 users. Each row is the mean ± standard deviation over the seeds it
+# lists, built by `sagerec.report.seed_summary` from the runs' own `metrics.json`, copied into `results/<run>/`
+# (every run's numbers are there, and plotted in `nbs/09_report.ipynb`). A run is repeated by
+# `papermill nbs/train.ipynb runs/<run>.ipynb -f configs/beauty.yaml -p dataset beauty -p variant <variant> -p seed <seed> -p lr_patience <lr_patience> -p num_threads 1 -p run_name <run>`;
+# `s/epoch` is its training time per epoch, two runs sharing the two cores.
 #
 # **Full ranking, history masked** (the default protocol):
 
@@ -110,34 +111,64 @@ results_folder: str = ""  # published runs to tabulate; "" -> results/. `papermi
 # %%
 #| hide
 from pathlib import Path
+import pandas as pd
 from IPython.display import Markdown
-from sagerec.core import project_root
-from sagerec.report import results_dir, runs_table
+from sagerec.core import SageRecError, project_root
+from sagerec.report import METRICS, paired_test, results_dir, runs_table, seed_summary
 
 
 # %%
 #| echo: false
-def results_markdown(protocol: str) -> Markdown:
+def results(protocol: str) -> pd.DataFrame:
     folder = (project_root() or Path.cwd()) / results_folder if results_folder else results_dir()
-    t = runs_table([folder], protocol=protocol, params=("lr_patience",))
-    cols = ["dataset", "variant", "lr_patience", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "best_epoch", "epochs_run", "s/epoch", "run"]
-    return Markdown(t[cols].sort_values(["dataset", "lr_patience", "variant"]).to_markdown(index=False, floatfmt=".4f"))
+    return runs_table([folder], protocol=protocol, params=("lr_patience",))
 
-results_markdown("full-masked")
+def summary_markdown(protocol: str) -> Markdown:
+    "Mean ± std over seeds per dataset, variant and LR schedule."
+    t = results(protocol)
+    key = ["dataset", "variant", "lr_patience"]
+    s = seed_summary(t, by=tuple(key))
+    out = pd.DataFrame(index=s.index)
+    for m in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"):
+        out[m] = [f"{a:.4f} ± {b:.4f}" if n > 1 else f"{a:.4f}" for a, b, n in zip(s[f"{m} mean"], s[f"{m} std"], s["n"])]
+    g = t.groupby(key)
+    out["seeds"] = s["seeds"]
+    out["best epoch"] = g["best_epoch"].agg(lambda e: f"{e.min()}–{e.max()}" if e.nunique() > 1 else str(e.iloc[0]))
+    out["s/epoch"] = g["s/epoch"].mean().round(2)
+    return Markdown(out.reset_index().sort_values(["dataset", "lr_patience", "variant"]).to_markdown(index=False, disable_numparse=True))
+
+summary_markdown("full-masked")
+
+
+# %% [markdown]
+# **Is the graph's gain real?** SAGERec against the no-graph variant, constant LR, full ranking with history masked:
+# a paired two-sided t-test over the seeds both were run with (`sagerec.report.paired_test`, scipy's `ttest_rel`;
+# the paper's test, which asks for p < 0.01); `gain` is the relative difference of the means.
+
+# %%
+#| echo: false
+def test_markdown(protocol: str = "full-masked", lr_patience: int = 0) -> Markdown:
+    t = results(protocol)
+    t = t[t["lr_patience"] == lr_patience]
+    try: pt = paired_test(t, "sagerec", "sasrec")
+    except SageRecError as e: return Markdown(f"(no test: {e})")
+    return Markdown(pt.reset_index().to_markdown(index=False, floatfmt=".4g"))
+
+test_markdown()
 
 # %% [markdown]
 # The same checkpoints under the two other protocols. **Full ranking, history not masked:**
 
 # %%
 #| echo: false
-results_markdown("full-unmasked")
+summary_markdown("full-unmasked")
 
 # %% [markdown]
-# **Sampled-100** (the target against 100 uniformly drawn items the user never interacted with; seed 0):
+# **Sampled-100** (the target against 100 uniformly drawn items the user never interacted with, the same candidates for every run: `sampled_seed` 0):
 
 # %%
 #| echo: false
-results_markdown("sampled100")
+summary_markdown("sampled100")
 
 # %% [markdown]
 # **Reading these numbers.** `lr_patience 5` is the paper's schedule (LR ×0.1 after 5 validations without a

@@ -75,18 +75,18 @@ def publish_run(run_folder: Path | str, dest: Path | str | None = None) -> Path:
         if (Path(run_folder) / f).exists(): shutil.copy2(Path(run_folder) / f, out / f)
     return out
 
-# %% ../nbs/09_report.ipynb #25e01917
+# %% ../nbs/09_report.ipynb #4ffcf4f9
 def plot_runs(table: pd.DataFrame,                # from `runs_table`
               label: str = "variant",             # column whose value names each bar
               metrics: tuple[str, ...] = METRICS, # metrics to show, one group each
               title: str | None = None,           # figure title (default: dataset and protocol)
              ):
-    "Grouped bar chart of `metrics` for the runs in `table` (seaborn)."
+    "Grouped bar chart of `metrics` for the runs in `table` (seaborn): runs sharing a label are averaged, whiskers = std over them."
     check(len(table) > 0, "The table has no runs to plot.")
     long = table.assign(run_label=table[label].astype(str)).melt(id_vars="run_label", value_vars=list(metrics),
                                                                   var_name="metric", value_name="value")
     fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.2))
-    sns.barplot(long, x="metric", y="value", hue="run_label", ax=ax)
+    sns.barplot(long, x="metric", y="value", hue="run_label", errorbar="sd", capsize=0.1, err_kws={"linewidth": 1}, ax=ax)
     ax.set(xlabel="", ylabel="test value", title=title or f"{table['dataset'].iloc[0]}, {table['protocol'].iloc[0]}")
     ax.legend(title=label, fontsize=8, title_fontsize=8, frameon=False)
     return fig
