@@ -23,28 +23,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PREP = ROOT / ".gpu"  # ignored by git; travels to the device machine with carry=[".gpu"]
+PREP = ROOT / ".gpu"  # default folder: ignored by git; travels to the device machine with carry=[".gpu"]
 
 
-def prepare(dataset: str) -> None:
-    "Copy the dataset's prepared files and save its item embeddings under .gpu/."
+def prepare(dataset: str, prep: Path = PREP) -> None:
+    "Copy the dataset's prepared files (none for the embedded slice) and save its item embeddings under `prep`."
     from sagerec.core import data_dir
     from sagerec.data import load_dataset
     from sagerec.embed import item_embeddings
     import numpy as np
-    src = Path(data_dir()) / dataset
-    dst = PREP / "data" / dataset
+    ds = load_dataset(dataset)
+    dst = prep / "data" / dataset
     if dst.exists(): shutil.rmtree(dst)
-    shutil.copytree(src, dst)
-    emb = item_embeddings(load_dataset(dataset), progress=True)
-    np.save(PREP / f"{dataset}_embeddings.npy", np.asarray(emb, dtype=np.float32))
-    size = sum(f.stat().st_size for f in PREP.rglob("*") if f.is_file())
-    print(f"prepared {PREP} ({size / 2**20:.1f} MiB): data/{dataset}/ and {dataset}_embeddings.npy {tuple(emb.shape)}")
+    dst.mkdir(parents=True)
+    root = data_dir()
+    if root is not None and (Path(root) / dataset).is_dir(): shutil.copytree(Path(root) / dataset, dst, dirs_exist_ok=True)
+    emb = item_embeddings(ds, progress=True)
+    np.save(prep / f"{dataset}_embeddings.npy", np.asarray(emb, dtype=np.float32))
+    size = sum(f.stat().st_size for f in prep.rglob("*") if f.is_file())
+    print(f"prepared {prep} ({size / 2**20:.1f} MiB): data/{dataset}/ and {dataset}_embeddings.npy {tuple(emb.shape)}")
 
 
-def run(dataset: str, device: str, epochs: int, out: Path) -> dict:
+def run(dataset: str, device: str, epochs: int, out: Path, prep: Path = PREP) -> dict:
     "Time training epochs and evaluation on `device`; compare its evaluation with the CPU's."
-    os.environ["SAGEREC_DATA"] = str(PREP / "data")
+    os.environ["SAGEREC_DATA"] = str(prep / "data")
     import numpy as np
     import torch
     from sagerec.core import pick_device, seed_everything
@@ -56,7 +58,7 @@ def run(dataset: str, device: str, epochs: int, out: Path) -> dict:
 
     dev = pick_device(device)
     ds = load_dataset(dataset); split = ds.split()
-    graph = build_graph(np.load(PREP / f"{dataset}_embeddings.npy"), k=3)
+    graph = build_graph(np.load(prep / f"{dataset}_embeddings.npy"), k=3)
     cfg = TrainConfig(epochs=1, device=str(dev), progress=False)
     models, times = {}, {"sagerec": [], "sasrec": []}
     for v in times:
@@ -103,13 +105,14 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="cuda")
     r.add_argument("--epochs", type=int, default=3, help="epochs per variant, alternating (the first is not counted)")
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "runs" / "gpu_check")))
+    for q in (p, r): q.add_argument("--prep", type=Path, default=PREP, help="the prepared folder (default .gpu/)")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    if a.cmd == "prepare": prepare(a.dataset)
+    if a.cmd == "prepare": prepare(a.dataset, a.prep)
     else:
-        if not (PREP / f"{a.dataset}_embeddings.npy").exists():
-            sys.exit(f"{PREP} is not prepared for {a.dataset}: run `python tools/gpu_check.py prepare --dataset {a.dataset}` here first.")
-        run(a.dataset, a.device, a.epochs, a.out)
+        if not (a.prep / f"{a.dataset}_embeddings.npy").exists():
+            sys.exit(f"{a.prep} is not prepared for {a.dataset}: run `python tools/gpu_check.py prepare --dataset {a.dataset}` here first.")
+        run(a.dataset, a.device, a.epochs, a.out, a.prep)
     return 0
 
 
