@@ -254,13 +254,15 @@ test_fail(lambda: paired_test(st[st.seed == 0], "sagerec", "sasrec"), contains="
 
 # %% [markdown]
 # The published Beauty runs (their table is in the README), under the masked full-ranking protocol, labelled by
-# variant and learning-rate schedule (`lr_patience` 5 = the paper's, 0 = constant):
+# variant and learning-rate schedule (`lr_patience` 5 = the paper's, 0 = constant); a bar with whiskers averages
+# several seeds (the seeds of each label are listed below the figure):
 
 # %%
 real = runs_table([results_dir()], params=("lr_patience",))
 real = real.assign(run_label=real["variant"] + ", lr_patience " + real["lr_patience"].astype(str))
 fig = plot_runs(real, label="run_label")
 save_fig("results_beauty")
+real.groupby("run_label")["seed"].apply(lambda x: ",".join(map(str, sorted(x))))
 
 # %%
 #| hide
