@@ -161,6 +161,8 @@ def plot_runs(table: pd.DataFrame,                # from `runs_table`
              ):
     "Grouped bar chart of `metrics` for the runs in `table` (seaborn): runs sharing a label are averaged, whiskers = std over them."
     check(len(table) > 0, "The table has no runs to plot.")
+    check(table["dataset"].nunique() == 1 and table["protocol"].nunique() == 1,
+          "plot_runs draws runs of one dataset under one protocol: filter the table first.")
     long = table.assign(run_label=table[label].astype(str)).melt(id_vars="run_label", value_vars=list(metrics),
                                                                   var_name="metric", value_name="value")
     fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.2))
@@ -178,6 +180,7 @@ fig = plot_runs(table)
 test_eq([t.get_text() for t in fig.axes[0].get_legend().get_texts()], ["sagerec", "sasrec"])
 test_eq(len(fig.axes[0].patches) >= 2 * len(METRICS), True)
 test_fail(lambda: plot_runs(table.iloc[:0]), contains="no runs")
+test_fail(lambda: plot_runs(table.assign(dataset=["beauty", "toys"])), contains="one dataset")
 plt.close(fig)
 
 
@@ -259,6 +262,7 @@ test_fail(lambda: paired_test(st[st.seed == 0], "sagerec", "sasrec"), contains="
 
 # %%
 real = runs_table([results_dir()], params=("lr_patience",))
+real = real[real["dataset"] == "beauty"]
 real = real.assign(run_label=real["variant"] + ", lr_patience " + real["lr_patience"].astype(str))
 fig = plot_runs(real, label="run_label")
 save_fig("results_beauty")

@@ -93,13 +93,13 @@
 # %% [markdown]
 # ## Results so far
 #
-# Amazon Beauty, `configs/beauty.yaml` (paper hyperparameters; packaged all-MiniLM-L6-v2 instead of the paper's
-# MiniLM-L12-v2), one CPU thread per run on a 2-core machine shared by two runs, no GPU. **Protocol:** leave-one-out,
-# the test item ranked against the **whole catalogue with the user's history masked**; best-validation-NDCG@10
-# checkpoint; metrics averaged over all 22,363 users. Each row is the mean ± standard deviation over the seeds it
+# `configs/<dataset>.yaml` (paper hyperparameters; packaged all-MiniLM-L6-v2 instead of the paper's MiniLM-L12-v2),
+# one CPU thread per run on a 2-core machine shared by two runs, no GPU. **Protocol:** leave-one-out, the test item
+# ranked against the **whole catalogue with the user's history masked**; best-validation-NDCG@10 checkpoint; metrics
+# averaged over all users (Beauty 22,363, Toys 19,412, ML-1M 6,034). Each row is the mean ± standard deviation over the seeds it
 # lists, built by `sagerec.report.seed_summary` from the runs' own `metrics.json`, copied into `results/<run>/`
 # (every run's numbers are there, and plotted in `nbs/09_report.ipynb`). A run is repeated by
-# `papermill nbs/train.ipynb runs/<run>.ipynb -f configs/beauty.yaml -p dataset beauty -p variant <variant> -p seed <seed> -p lr_patience <lr_patience> -p num_threads 1 -p run_name <run>`;
+# `papermill nbs/train.ipynb runs/<run>.ipynb -f configs/<dataset>.yaml -p dataset <dataset> -p variant <variant> -p seed <seed> -p lr_patience <lr_patience> -p num_threads 1 -p run_name <run>`;
 # `s/epoch` is its training time per epoch, two runs sharing the two cores (and, at times, other work).
 #
 # **Full ranking, history masked** (the default protocol):
@@ -141,15 +141,15 @@ summary_markdown("full-masked")
 
 
 # %% [markdown]
-# **Is the graph's gain real?** SAGERec against the no-graph variant, constant LR, full ranking with history masked:
+# **Is the graph's gain real?** SAGERec against the no-graph variant on Beauty, constant LR, full ranking with history masked:
 # a paired two-sided t-test over the seeds both were run with (`sagerec.report.paired_test`, scipy's `ttest_rel`;
 # the paper's test, which asks for p < 0.01); `gain` is the relative difference of the means.
 
 # %%
 #| echo: false
-def test_markdown(protocol: str = "full-masked", lr_patience: int = 0) -> Markdown:
+def test_markdown(protocol: str = "full-masked", lr_patience: int = 0, dataset: str = "beauty") -> Markdown:
     t = results(protocol)
-    t = t[t["lr_patience"] == lr_patience]
+    t = t[(t["lr_patience"] == lr_patience) & (t["dataset"] == dataset)]
     try: pt = paired_test(t, "sagerec", "sasrec")
     except SageRecError as e: return Markdown(f"(no test: {e})")
     return Markdown(pt.reset_index().to_markdown(index=False, floatfmt=".4g"))
@@ -164,7 +164,7 @@ test_markdown()
 summary_markdown("full-unmasked")
 
 # %% [markdown]
-# Paired test, constant LR, history not masked:
+# Paired test (Beauty, constant LR), history not masked:
 
 # %%
 #| echo: false
@@ -178,7 +178,7 @@ test_markdown("full-unmasked")
 summary_markdown("sampled100")
 
 # %% [markdown]
-# Paired test, constant LR, sampled-100:
+# Paired test (Beauty, constant LR), sampled-100:
 
 # %%
 #| echo: false

@@ -75,7 +75,7 @@ def publish_run(run_folder: Path | str, dest: Path | str | None = None) -> Path:
         if (Path(run_folder) / f).exists(): shutil.copy2(Path(run_folder) / f, out / f)
     return out
 
-# %% ../nbs/09_report.ipynb #4ffcf4f9
+# %% ../nbs/09_report.ipynb #14a59bb1
 def plot_runs(table: pd.DataFrame,                # from `runs_table`
               label: str = "variant",             # column whose value names each bar
               metrics: tuple[str, ...] = METRICS, # metrics to show, one group each
@@ -83,6 +83,8 @@ def plot_runs(table: pd.DataFrame,                # from `runs_table`
              ):
     "Grouped bar chart of `metrics` for the runs in `table` (seaborn): runs sharing a label are averaged, whiskers = std over them."
     check(len(table) > 0, "The table has no runs to plot.")
+    check(table["dataset"].nunique() == 1 and table["protocol"].nunique() == 1,
+          "plot_runs draws runs of one dataset under one protocol: filter the table first.")
     long = table.assign(run_label=table[label].astype(str)).melt(id_vars="run_label", value_vars=list(metrics),
                                                                   var_name="metric", value_name="value")
     fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.2))
