@@ -266,7 +266,7 @@ real = real[real["dataset"] == "beauty"]
 real = real.assign(run_label=real["variant"] + ", lr_patience " + real["lr_patience"].astype(str))
 fig = plot_runs(real, label="run_label")
 save_fig("results_beauty")
-real.groupby("run_label")["seed"].apply(lambda x: ",".join(map(str, sorted(x))))
+seed_summary(real, by=("run_label",))["seeds"]
 
 # %%
 #| hide

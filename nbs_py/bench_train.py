@@ -164,8 +164,8 @@ best_threads = int(bench.groupby("threads")["s/epoch sasrec"].sum().idxmin())  #
 # to the Transformer:
 #
 # - edge MLP: $3 \cdot 2 \cdot (U \cdot d \cdot 2h + 2m \cdot 2h)$ FLOPs per step for $U$ projected rows, $m$ pairs (both orders), $h = d$;
-# - Transformer: $3 \cdot 2 \cdot \text{blocks} \cdot (T \cdot 6d^2 + 2 d \sum_r \ell_r w_r)$ for $T$ real tokens (the Q, K, V, output and
-#   two FFN matrices) and attention over each row's length $\ell_r$ at its bucket width $w_r$.
+# - Transformer: $3 \cdot 2 \cdot \text{blocks} \cdot (T \cdot 6d^2 + 2 d \sum_g r_g w_g^2)$ for $T$ real tokens (the Q, K, V, output and
+#   two FFN matrices) and attention in each of the encoder's length groups, $r_g$ rows padded to width $w_g$.
 #
 # One epoch of each dataset's batches (the training dropout masks, no training) is enough to count.
 
@@ -182,9 +182,9 @@ def cost_account(ds, max_len: int, batch_size: int = 128, seed: int = 0) -> dict
             model.loss(seqs, pos, neg)  # runs the graph layer on the batch's rows, as in training
             w = model.graph.work
             lens = (b.seqs != 0).sum(1)
-            width = 2 ** np.ceil(np.log2(np.maximum(lens, 1)))  # the length buckets of the encoder
+            attn = sum(rows * width * width for _, _, rows, width, _ in model.encoder.packing(seqs != 0).groups)  # the encoder's own length groups
             graph_f = 6 * (w["projected_nodes"] * d * 2 * d + 2 * w["mlp_pairs"] * 2 * d)
-            tf_f = 6 * blocks * (lens.sum() * 6 * d * d + 2 * d * (lens * width).sum())
+            tf_f = 6 * blocks * (lens.sum() * 6 * d * d + 2 * d * attn)
             acc.append(dict(batch_items=int(lens.sum()), rows_used=len(np.unique(np.concatenate([b.seqs.ravel(), b.pos.ravel(), b.neg.ravel()]))) - 1,
                             projected_nodes=w["projected_nodes"], mlp_pairs=w["mlp_pairs"], weighted_edges=w["weighted_edges"],
                             messages=w["messages"], graph_mflop=graph_f / 1e6, transformer_mflop=tf_f / 1e6))

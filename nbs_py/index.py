@@ -114,7 +114,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown
 from sagerec.core import SageRecError, project_root
-from sagerec.report import METRICS, paired_test, results_dir, runs_table, seed_summary
+from sagerec.report import paired_test, results_dir, runs_table, seed_summary
 
 
 # %%
@@ -202,11 +202,11 @@ test_markdown("sampled100")
 #
 # **Speed** (`nbs/bench_train.ipynb`: this 2-core CPU, fastest of three epochs after a warm-up one, SAGERec and the
 # no-graph variant in the same trainer). One torch thread per run was faster here than two, so one thread is quoted:
-# a Beauty epoch takes 5.0 s with the graph layer and 3.0 s without (+70%), Toys 4.4 / 2.5 s (+78%), ML-1M
-# 7.9 / 7.7 s (+4%); ranking all 22,363 Beauty users against the full catalogue takes ≈ 1.9 s. A graph overhead
+# a Beauty epoch takes 5.0 s with the graph layer and 3.0 s without (+64%), Toys 4.1 / 2.5 s (+67%), ML-1M
+# 7.4 / 7.3 s (+2%); ranking all 22,363 Beauty users against the full catalogue takes ≈ 1.7 s. A graph overhead
 # of ≤ 15% is out of reach on Beauty and Toys for the exact layer: the notebook's cost account shows that, to get
-# the degrees right, the edge MLP scores every kept pair within two hops of a batch's items and so does 1.35×
-# (Beauty) and 1.44× (Toys) the dense arithmetic of the whole Transformer per step. No GPU timing has been made
+# the degrees right, the edge MLP scores every kept pair within two hops of a batch's items and so does 1.37×
+# (Beauty) and 1.45× (Toys) the dense arithmetic of the whole Transformer per step. No GPU timing has been made
 # yet (no GPU was available to the sessions so far); `papermill nbs/bench_train.ipynb out.ipynb -p device cuda`
 # makes one.
 

@@ -10,7 +10,8 @@ outside the working tree, so the check is a plain script over files prepared her
 `run` measures what `nbs/bench_train.ipynb` measures (seconds per training epoch of SAGERec and the no-graph
 variant in the same trainer, alternating, fastest epoch after the first; full-ranking evaluation of every Beauty
 user), and checks that the evaluation gives the same metrics on the GPU as on the CPU for the same weights.
-It prints one JSON object and writes it to OUT/gpu_check.json.
+It prints one JSON object and writes it to OUT/gpu_check.json. The timing loop repeats the notebook's in a few
+lines because the notebook cannot run there (no papermill).
 """
 from __future__ import annotations
 
