@@ -150,6 +150,12 @@ test_eq(torch.cat([t for t, *_ in pkb.groups])[pkb.order], torch.arange(pkb.n)) 
 # $\mathrm{FFN}(x) = \max(0, xW_1 + b_1)W_2 + b_2$ of width $d$ (as SASRec). Dropout (one rate, as SASRec) acts on
 # the attention probabilities, on the attention output, after the ReLU and on the FFN output. All of it runs on
 # packed tokens.
+#
+# The reference implementations differ in small ways, and each is a switch here so that it can be measured
+# (`nbs/recipe.ipynb`): the S3-Rec/ICLRec family uses an FFN of width $4d$ with GELU (`ffn_mult=4`,
+# `activation="gelu"`) and no dropout after the activation (`ffn_inner_dropout=False`); SASRec's code has no
+# dropout on the attention output (`attn_out_dropout=False`). The defaults are this project's first reading:
+# four dropouts per block.
 
 # %%
 #| export
@@ -175,20 +181,28 @@ class SelfAttention(nn.Module):
         y = parts[0] if pk.order is None else torch.cat(parts).index_select(0, pk.order)  # (n, D)
         return self.out(y)  # (n, D)
 
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
 class FeedForward(nn.Module):
-    "Position-wise FFN: Linear, ReLU, dropout, Linear, dropout (width d, as SASRec)."
-    def __init__(self, dim: int, dropout: float):
+    "Position-wise FFN: Linear (d -> mult*d), activation, [dropout], Linear (-> d), dropout. SASRec: mult 1, ReLU."
+    def __init__(self, dim: int, dropout: float, mult: int = 1, activation: str = "relu", inner_dropout: bool = True):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.Dropout(dropout))
+        check(activation in ACTIVATIONS, f"activation={activation!r}: use one of {sorted(ACTIVATIONS)}.")
+        check(int(mult) >= 1, f"ffn_mult={mult} must be an integer >= 1.")
+        h = dim * int(mult)
+        self.net = nn.Sequential(nn.Linear(dim, h), ACTIVATIONS[activation](), nn.Dropout(dropout if inner_dropout else 0.0),
+                                 nn.Linear(h, dim), nn.Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor: return self.net(x)  # (n, D)
 
 class Block(nn.Module):
     "Pre-LayerNorm Transformer block: $H = X + \\mathrm{MHA}(\\mathrm{LN}(X))$, $X' = H + \\mathrm{FFN}(\\mathrm{LN}(H))$."
-    def __init__(self, dim: int, n_heads: int, dropout: float):
+    def __init__(self, dim: int, n_heads: int, dropout: float, ffn_mult: int = 1, activation: str = "relu",
+                 attn_out_dropout: bool = True, ffn_inner_dropout: bool = True):
         super().__init__()
-        self.ln1, self.attn, self.drop = nn.LayerNorm(dim), SelfAttention(dim, n_heads, dropout), nn.Dropout(dropout)
-        self.ln2, self.ffn = nn.LayerNorm(dim), FeedForward(dim, dropout)
+        self.ln1, self.attn = nn.LayerNorm(dim), SelfAttention(dim, n_heads, dropout)
+        self.drop = nn.Dropout(dropout if attn_out_dropout else 0.0)
+        self.ln2, self.ffn = nn.LayerNorm(dim), FeedForward(dim, dropout, ffn_mult, activation, ffn_inner_dropout)
 
     def forward(self, xp: Tensor, pk: Packing) -> Tensor:  # (n, D) -> (n, D)
         xp = xp + self.drop(self.attn(self.ln1(xp), pk))  # (n, D)
@@ -223,12 +237,17 @@ class SASRecEncoder(nn.Module):
                  use_position: bool = True,  # learned positional embedding (False: ablation E)
                  scale_input: bool = True,  # multiply item embeddings by sqrt(d) (SASRec's code)
                  length_buckets: bool | None = None,  # attend rows grouped by length (None: on CPU, not on GPU)
+                 ffn_mult: int = 1,  # FFN width as a multiple of d (SASRec: 1; S3-Rec family: 4)
+                 activation: str = "relu",  # FFN activation, 'relu' (SASRec) or 'gelu' (S3-Rec family)
+                 attn_out_dropout: bool = True,  # dropout on the attention output (SASRec's code: none)
+                 ffn_inner_dropout: bool = True,  # dropout after the FFN activation (S3-Rec family: none)
                 ):
         super().__init__()
         self.dim, self.max_len, self.scale_input, self.length_buckets = dim, max_len, scale_input, length_buckets
         self.pos_emb = nn.Embedding(max_len, dim) if use_position else None
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout) for _ in range(n_blocks))
+        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout, ffn_mult, activation, attn_out_dropout, ffn_inner_dropout)
+                                    for _ in range(n_blocks))
         self.ln = nn.LayerNorm(dim)
 
     def packing(self, valid: Tensor) -> Packing:  # (B, L) bool
@@ -372,6 +391,21 @@ swapped = xs[:, [1, 0, 2, 3]]  # swap the first two items
 test_eq(nopos.pos_emb, None)
 test_close(nopos(swapped, vs)[0, -1], nopos(xs, vs)[0, -1], eps=1e-5)  # one block, no positions: a set
 assert (withpos(swapped, vs) - withpos(xs, vs))[0, -1].abs().max() > 1e-3
+
+# %% [markdown]
+# **The reference recipes' blocks**: `ffn_mult=4, activation="gelu"` gives the S3-Rec family's FFN ($d \to 4d \to d$);
+# switching a dropout site off leaves the others, and in evaluation mode no switch changes the function's shape.
+
+# %%
+s3 = SASRecEncoder(dim=8, n_blocks=1, max_len=6, ffn_mult=4, activation="gelu", ffn_inner_dropout=False)
+ffn = s3.blocks[0].ffn.net
+[tuple(m.weight.shape) for m in ffn if isinstance(m, nn.Linear)], type(ffn[1]).__name__, ffn[2].p, s3.blocks[0].drop.p
+
+# %%
+test_eq([tuple(m.weight.shape) for m in ffn if isinstance(m, nn.Linear)], [(32, 8), (8, 32)])
+test_eq((type(ffn[1]), ffn[2].p, ffn[4].p, s3.blocks[0].drop.p), (nn.GELU, 0.0, 0.5, 0.5))
+test_eq(SASRecEncoder(dim=8, n_blocks=1, attn_out_dropout=False).blocks[0].drop.p, 0.0)
+test_fail(lambda: SASRecEncoder(dim=8, activation="tanh"), contains="activation='tanh'")
 
 # %% [markdown]
 # ## Errors a user can act on

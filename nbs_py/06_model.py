@@ -53,6 +53,7 @@ from sagerec.graph import ItemGraph, random_graph
 #| export
 GRAPH_MODES = ("learned", "fixed", "none")
 OUTPUT_EMBEDDINGS = ("graph", "raw")
+INITS = ("xavier", "normal")
 
 @dataclass
 class ModelConfig:
@@ -72,6 +73,12 @@ class ModelConfig:
     symmetric_edges: bool = True  # one learned weight per undirected edge (mean of both orders' logits)
     output_embedding: str = "graph"  # score items with the "graph"-enhanced table or the "raw" table
     l2: float = 1e-5  # weight of the squared L2 norm of the embedding tables (paper: 1e-5)
+    # --- where the reference implementations differ (each measured in nbs/recipe.ipynb)
+    ffn_mult: int = 1  # FFN width as a multiple of d (SASRec: 1; S3-Rec/ICLRec family: 4)
+    activation: str = "relu"  # FFN activation: "relu" (SASRec) or "gelu" (S3-Rec family)
+    attn_out_dropout: bool = True  # dropout on the attention output (SASRec's code: none)
+    ffn_inner_dropout: bool = True  # dropout after the FFN activation (S3-Rec family: none)
+    init: str = "xavier"  # "xavier": Xavier-uniform (paper); "normal": N(0, 0.02) (S3-Rec family, BERT)
 
     def __post_init__(self):
         check(self.graph_mode in GRAPH_MODES, f"graph_mode={self.graph_mode!r}: use one of {GRAPH_MODES}.")
@@ -84,6 +91,7 @@ class ModelConfig:
         for k in ("dropout", "edge_dropout", "node_dropout"):
             check(0 <= getattr(self, k) < 1, f"{k}={getattr(self, k)} must be in [0, 1).")
         check(self.l2 >= 0, f"l2={self.l2} must be >= 0.")
+        check(self.init in INITS, f"init={self.init!r}: use one of {INITS}.")
 
 
 # %%
@@ -109,7 +117,8 @@ test_fail(lambda: ModelConfig(dropout=1.0), contains="dropout=1.0 must be in [0,
 # | `item_embeddings()` | (N+1, D) | input item table of this step (graph-enhanced for SAGERec) |
 # | `output_embeddings()` | (N+1, D) | the table scores are taken against |
 # | `encode(seqs)` | (B, L) -> (B, L, D) | hidden state per position of a left-padded batch, L <= max_len |
-# | `loss(seqs, pos, neg)` | (B, L), (B, L), (B, L, K) or (B, L) -> () | BCE on every position with `pos != 0`, plus L2 |
+# | `loss(seqs, pos, neg, kind)` | (B, L), (B, L), negatives -> () | the objective `kind` on every position with `pos != 0`, plus L2 |
+# | `training_loss(batch)` | `TrainBatch` -> () | what the trainer minimises; default: `loss` with the batch's negatives |
 # | `score_all(seqs)` | (B, L) -> (B, N+1) | scores of every item after the last position; column 0 is `-inf` |
 # | `score_candidates(seqs, cand)` | (B, L), (B, C) -> (B, C) | scores of given items (id 0 -> `-inf`) |
 #
@@ -117,6 +126,19 @@ test_fail(lambda: ModelConfig(dropout=1.0), contains="dropout=1.0 must be in [0,
 # $-\log\sigma(z_t \cdot e_{pos}) - \frac1K\sum_k \log(1 - \sigma(z_t \cdot e_{neg_k}))$, averaged over those positions
 # (SASRec's loss; with one negative it is exactly SASRec's two BCE means). Any number K of negatives per position
 # works; the trainer draws them. Negatives at positions without a target are ignored.
+#
+# Two objectives beyond the paper share the same call (`kind`, the trainer's `loss` setting):
+# - `"ce"`: cross-entropy over the whole catalogue, $-z_t\cdot e_{pos} + \log\sum_{j=1}^N \exp(z_t\cdot e_j)$
+#   (the padding item is excluded); `neg` is not used.
+# - `"sampled_softmax"`: the same softmax over the target and a pool of P negatives shared by every position of
+#   the step (`neg` of shape (P,)); a pool item equal to a position's target is removed from that position's
+#   softmax (an "accidental hit"). With `logq` (the log-probability with which the pool sampler draws each item),
+#   every logit, the target's included, is corrected by $-\log q$ (the logQ correction; a constant, so a no-op,
+#   for a uniform pool).
+#
+# **Extending the contract.** A model whose objective is not one of these (BERT4Rec's cloze task, a contrastive
+# term, BPR's pairs) overrides `training_loss(batch)`, which receives the whole `TrainBatch` (users included);
+# the trainer calls nothing else, so it stays one loop for every model.
 #
 # **Cost.** The tables are computed once per `loss` call, so the graph propagation runs once per training step.
 # `loss` asks only for the rows its batch uses (inputs, targets, negatives: a few thousand of the N items), which
@@ -128,6 +150,21 @@ test_fail(lambda: ModelConfig(dropout=1.0), contains="dropout=1.0 must be in [0,
 # enough: a fused Adam step (torch 2.13, CPU) updates parameters without bumping it (shown below). With gradients enabled
 # nothing is cached. (Writing to a parameter through `p.data` bypasses torch's version counter: call
 # `model.clear_cache()` after doing that.)
+
+# %%
+#| export
+LOSSES = ("bce", "ce", "sampled_softmax")
+
+@dataclass
+class TrainBatch:
+    "One training step's tensors, on the model's device (built by the trainer)."
+    users: Tensor  # (B,) user indices
+    seqs: Tensor  # (B, L) input items, left-padded with 0
+    pos: Tensor  # (B, L) next item per position, 0 = no target
+    neg: Tensor | None  # 'bce': (B, L, K) per-position negatives; 'sampled_softmax': (P,) shared pool; 'ce': None
+    kind: str = "bce"  # the objective, one of LOSSES
+    logq: Tensor | None = None  # (N+1,) log-probability with which the pool sampler draws each item (logQ correction), or None
+
 
 # %%
 #| export
@@ -205,23 +242,48 @@ class SeqRecModel(nn.Module):
     def loss(self,
              seqs: Tensor,  # (B, L) input items, left-padded with 0
              pos: Tensor,  # (B, L) next item at each position, 0 = no target (ignored)
-             neg: Tensor,  # (B, L, K) or (B, L) sampled negatives per position
-            ) -> Tensor:  # () BCE over positions with a target, plus the L2 term
-        "BCE with sampled negatives on every position that has a target, plus `l2_penalty()`."
-        if neg.ndim == 2: neg = neg[..., None]  # (B, L, 1)
-        check(seqs.ndim == 2 and pos.shape == seqs.shape and neg.shape[:2] == seqs.shape,
-              f"loss needs seqs (B, L), pos (B, L), neg (B, L, K); got {tuple(seqs.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}.")
-        ids = self._check_ids(seqs, "seqs", pos, "pos", neg, "neg")
-        inp, out = self.tables(ids if self.restrict_to_batch else None)
+             neg: Tensor | None = None,  # 'bce': (B, L, K) or (B, L) per position; 'sampled_softmax': (P,) pool; 'ce': unused
+             kind: str = "bce",  # the objective: 'bce' (paper), 'ce' (full softmax), 'sampled_softmax'
+             logq: Tensor | None = None,  # 'sampled_softmax': (N+1,) log-probability of each item under the pool sampler (logQ)
+            ) -> Tensor:  # () the objective over positions with a target, plus the L2 term
+        "The objective `kind` on every position that has a target, plus `l2_penalty()`."
+        check(kind in LOSSES, f"loss kind={kind!r}: use one of {LOSSES}.")
+        check(seqs.ndim == 2 and pos.shape == seqs.shape, f"loss needs seqs (B, L) and pos (B, L); got {tuple(seqs.shape)}, {tuple(pos.shape)}.")
+        if kind == "bce":
+            check(neg is not None, "loss kind='bce' needs negatives per position: neg of shape (B, L, K) or (B, L).")
+            if neg.ndim == 2: neg = neg[..., None]  # (B, L, 1)
+            check(neg.ndim == 3 and neg.shape[:2] == seqs.shape, f"loss needs seqs (B, L), pos (B, L), neg (B, L, K) for kind='bce'; "
+                                                                 f"got {tuple(seqs.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}.")
+        elif kind == "sampled_softmax":
+            check(neg is not None and neg.ndim == 1 and neg.numel() > 0, "loss kind='sampled_softmax' needs a pool of negatives: neg of shape (P,).")
+            check(logq is None or logq.shape == (self.n_items + 1,), f"logq must hold one value per item (N+1 = {self.n_items + 1},).")
+        named = (seqs, "seqs", pos, "pos") + ((neg.reshape(1, -1) if kind == "sampled_softmax" else neg, "neg") if kind != "ce" else ())
+        ids = self._check_ids(*named)
+        inp, out = self.tables(ids if self.restrict_to_batch and kind != "ce" else None)
         h = self.encode_with(seqs, inp)  # (B, L, D)
         valid = pos != 0  # (B, L)
-        hv = h[valid]  # (n, D)
+        hv, target = h[valid], pos[valid]  # (n, D), (n,)
         check(hv.shape[0] > 0, "The batch has no position with a target (pos is all 0): each row needs at least one target.")
-        pos_logit = (hv * F.embedding(pos[valid], out, padding_idx=0)).sum(-1)  # (n,)
-        neg_logit = torch.einsum("nd,nkd->nk", hv, F.embedding(neg[valid], out, padding_idx=0))  # (n, K)
-        bce = (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
-               + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))
-        return bce + self.l2_penalty()
+        pos_logit = (hv * F.embedding(target, out, padding_idx=0)).sum(-1)  # (n,)
+        if kind == "bce":
+            neg_logit = torch.einsum("nd,nkd->nk", hv, F.embedding(neg[valid], out, padding_idx=0))  # (n, K)
+            obj = (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
+                   + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))
+        elif kind == "ce":
+            logits = hv @ out.T  # (n, N+1)
+            logits[:, 0] = float("-inf")  # padding is no class
+            obj = F.cross_entropy(logits, target)
+        else:
+            neg_logit = hv @ F.embedding(neg, out).T  # (n, P)
+            if logq is not None: pos_logit, neg_logit = pos_logit - logq[target], neg_logit - logq[neg]  # logQ correction
+            neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], float("-inf"))  # accidental hits
+            logits = torch.cat([pos_logit[:, None], neg_logit], 1)  # (n, 1 + P), the target in column 0
+            obj = F.cross_entropy(logits, torch.zeros_like(target))
+        return obj + self.l2_penalty()
+
+    def training_loss(self, batch: TrainBatch) -> Tensor:  # ()
+        "What the trainer minimises for one batch: `loss` with the batch's negatives. Override to add or replace terms."
+        return self.loss(batch.seqs, batch.pos, batch.neg, kind=batch.kind, logq=batch.logq)
 
     def score_all(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, N+1)
         "Scores of every item after the last position of each sequence; column 0 (padding) is -inf."
@@ -263,6 +325,16 @@ def xavier_init_(module: nn.Module) -> None:
                 with torch.no_grad(): m.weight[m.padding_idx].zero_()
         elif isinstance(m, nn.LayerNorm): m.reset_parameters()
 
+def normal_init_(module: nn.Module, std: float = 0.02) -> None:
+    "N(0, std) weights for Linear and Embedding (the S3-Rec family's and BERT's), zero biases, LayerNorm reset; padding rows zero."
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if isinstance(m, nn.Linear) and m.bias is not None: nn.init.zeros_(m.bias)
+            if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                with torch.no_grad(): m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm): m.reset_parameters()
+
 
 class SAGERec(SeqRecModel):
     "SAGERec: adaptive graph propagation over the item table, then a SASRec-style causal Transformer."
@@ -284,11 +356,13 @@ class SAGERec(SeqRecModel):
                                           edge_dropout=cfg.edge_dropout, node_dropout=cfg.node_dropout,
                                           node_dropout_mode=cfg.node_dropout_mode, symmetric=cfg.symmetric_edges)
         self.encoder = SASRecEncoder(cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len,
-                                     use_position=cfg.use_position, scale_input=cfg.scale_input)
+                                     use_position=cfg.use_position, scale_input=cfg.scale_input, ffn_mult=cfg.ffn_mult,
+                                     activation=cfg.activation, attn_out_dropout=cfg.attn_out_dropout,
+                                     ffn_inner_dropout=cfg.ffn_inner_dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        xavier_init_(self)
+        (xavier_init_ if self.cfg.init == "xavier" else normal_init_)(self)
         self._cache = None
 
     def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # (N+1, D), (N+1, D)
@@ -390,6 +464,33 @@ test_close(losses[0], losses[1], eps=1e-6)
 test_eq(losses[0], losses[2])
 with torch.no_grad():  # a single negative per position may be given as (B, L)
     test_close(model.loss(seqs, pos, neg[..., 0]), -F.logsigmoid(lp).mean() - F.logsigmoid(-ln[:, 0]).mean() + model.l2_penalty(), eps=1e-6)
+
+# %% [markdown]
+# **The other objectives by hand**: full cross-entropy is a softmax over items 1..N; sampled softmax over the
+# target and a shared pool, where a pool item equal to the target is dropped from that position's softmax; with
+# the logQ correction and a uniform sampler it is unchanged (every logit moves by the same constant).
+
+# %%
+with torch.no_grad():
+    t = pos[v]  # (n,) targets
+    full = h[v] @ out.T; full[:, 0] = float("-inf")  # (n, N+1)
+    ce_by_hand = (torch.logsumexp(full, 1) - full.gather(1, t[:, None])[:, 0]).mean() + model.l2_penalty()
+    pool = torch.tensor([2, 5, 8])  # (P,) shared negatives
+    pl = h[v] @ out[pool].T  # (n, P)
+    pl = pl.masked_fill(pool[None] == t[:, None], float("-inf"))
+    ss_by_hand = (torch.logsumexp(torch.cat([lp[:, None], pl], 1), 1) - lp).mean() + model.l2_penalty()
+    uniform = torch.full((9,), -torch.log(torch.tensor(8.0)))
+    objs = (model.loss(seqs, pos, kind="ce"), ce_by_hand, model.loss(seqs, pos, pool, kind="sampled_softmax"), ss_by_hand,
+            model.loss(seqs, pos, pool, kind="sampled_softmax", logq=uniform))
+objs
+
+# %%
+test_close(objs[0], objs[1], eps=1e-5); test_close(objs[2], objs[3], eps=1e-5); test_close(objs[4], objs[2], eps=1e-5)
+assert objs[2] < objs[0]  # 3 negatives are easier than all 8 items
+test_fail(lambda: model.loss(seqs, pos, kind="bce"), contains="needs negatives")
+test_fail(lambda: model.loss(seqs, pos, neg, kind="softmax"), contains="kind='softmax'")
+tb = TrainBatch(torch.arange(3), seqs, pos, pool, kind="sampled_softmax")
+with torch.no_grad(): test_close(model.training_loss(tb), objs[2], eps=1e-6)  # the trainer's entry point
 
 # %% [markdown]
 # **Scores**: `score_all` and `score_candidates` agree, and padding can never be recommended.

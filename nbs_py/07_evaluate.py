@@ -392,6 +392,7 @@ class LastItemModel(nn.Module):
         m = (pos > 0).float()
         bce = -(nn.functional.logsigmoid(lp) * m).sum() - (nn.functional.logsigmoid(-ln) * m[..., None]).sum() / ln.shape[-1]
         return bce / m.sum().clamp(min=1)
+    def training_loss(self, batch) -> torch.Tensor: return self.loss(batch.seqs, batch.pos, batch.neg)  # BCE only
     def reset_parameters(self): nn.init.xavier_uniform_(self.emb.weight); self.emb.weight.data[0] = 0
 
 

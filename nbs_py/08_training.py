@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from sagerec.core import SageRecError, atomic_write, check, fingerprint, pick_device, seed_everything
 from sagerec.evaluate import UnseenSampler, left_pad, metrics_from_ranks, model_max_len, rank_users
+from sagerec.model import LOSSES, TrainBatch
 
 # %%
 #| hide
@@ -34,7 +35,6 @@ from fastcore.test import test_eq, test_close, test_fail
 #| hide
 torch.set_num_threads(1)  # tiny fixtures: one thread is faster and immune to a busy shared CPU
 
-
 # %% [markdown]
 # ## Configuration
 #
@@ -42,6 +42,10 @@ torch.set_num_threads(1)  # tiny fixtures: one thread is faster and immune to a 
 
 # %%
 #| export
+POOLS = ("uniform", "popularity")
+LOSS_NORMS = ("batch", "position")
+LR_SIGNALS = ("valid_loss", "metric")
+
 @dataclass
 class TrainConfig:
     "How to train one model (defaults: the paper's settings, SPEC.md)."
@@ -50,13 +54,18 @@ class TrainConfig:
     lr: float = 1e-3                   # Adam learning rate (paper)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam betas (paper)
     eps: float = 1e-8                  # Adam epsilon (paper)
-    n_neg: int = 1                     # `train_negatives`: negatives per target position (SASRec: 1; SPEC's other reading: 100)
+    loss: str = "bce"                  # objective (model.loss kind): 'bce' (paper), 'ce' (full softmax), 'sampled_softmax'
+    n_neg: int = 1                     # 'bce': negatives per target position (SASRec: 1; SPEC's other reading: 100); 'sampled_softmax': pool size per step
+    pool: str = "uniform"              # 'sampled_softmax': draw the pool 'uniform'ly over items or by training 'popularity'
+    logq: bool = False                 # 'sampled_softmax': subtract log q(item) from every logit (logQ correction)
+    loss_norm: str = "batch"           # 'batch': mean over the batch's positions (paper, SASRec); 'position': every position weighs the same across batches
     max_len: int = 50                  # keep the last max_len inputs of a sequence (paper: 50 Beauty/Toys, 165 ML-1M)
     eval_every: int = 1                # validate every this many epochs
     patience: int = 20                 # stop after this many validations without a better `metric` (0: never stop early)
     metric: str = "ndcg@10"            # early-stopping metric: validation stage, full ranking, history masked (paper: NDCG@10)
     lr_patience: int = 5               # LR x lr_factor once the validation loss has not improved for this many validations in a row (0: never)
     lr_factor: float = 0.1             # LR decay factor (paper: 0.1)
+    lr_signal: str = "valid_loss"      # what the LR decay watches: 'valid_loss' (paper; lower is better) or 'metric' (the validation `metric`)
     grad_clip: float | None = None     # clip the gradient norm to this (None: no clipping; inf/NaN gradients still stop the run)
     seed: int = 0                      # seeds Python, NumPy and torch; batches and negatives use their own generator from it
     device: str = "auto"               # 'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'
@@ -73,10 +82,12 @@ class TrainConfig:
         check(self.patience >= 0 and self.lr_patience >= 0, "TrainConfig.patience and lr_patience must be >= 0 (0 turns each off).")
         check(self.metric.split("@")[0] in ("ndcg", "recall") and self.metric.split("@")[-1].isdigit(),
               f"TrainConfig.metric must look like 'ndcg@10' or 'recall@20', got {self.metric!r}.")
+        for f, allowed in (("loss", LOSSES), ("pool", POOLS), ("loss_norm", LOSS_NORMS), ("lr_signal", LR_SIGNALS)):
+            check(getattr(self, f) in allowed, f"TrainConfig.{f}={getattr(self, f)!r}: use one of {allowed}.")
 
 # Fields that change what a run computes; a checkpoint is resumed only under the same values.
 _RESULT_FIELDS = ("batch_size", "lr", "betas", "eps", "n_neg", "max_len", "eval_every", "metric", "lr_patience",
-                  "lr_factor", "seed", "bucket", "grad_clip")
+                  "lr_factor", "seed", "bucket", "grad_clip", "loss", "pool", "logq", "loss_norm", "lr_signal")
 
 # %%
 TrainConfig(epochs=3)
@@ -113,7 +124,7 @@ class Batch:
     users: np.ndarray  # (B,) user indices
     seqs: np.ndarray   # (B, L) inputs, left-padded with 0
     pos: np.ndarray    # (B, L) next item per position, 0 = no target
-    neg: np.ndarray    # (B, L, n_neg) sampled negatives, 0 where pos is 0
+    neg: np.ndarray | None  # 'bce': (B, L, n_neg) negatives, 0 where pos is 0; 'sampled_softmax': (P,) pool; 'ce': None
 
 class TrainingData:
     "The training examples of a split and the epoch's batches: inputs seq[:-1], targets seq[1:] of each training sequence."
@@ -126,6 +137,18 @@ class TrainingData:
         self.seqs = [np.asarray(train[u], dtype=np.int64)[-(max_len + 1):] for u in self.users]
         self.lengths = np.array([len(s) - 1 for s in self.seqs], dtype=np.int64)   # inputs per example
         self.sampler = UnseenSampler(train, n_items)               # negatives avoid the training part only
+        counts = np.bincount(np.concatenate([np.asarray(s, dtype=np.int64) for s in train] or [np.zeros(0, np.int64)]), minlength=n_items + 1)[:n_items + 1]
+        self.popularity = counts[1:] / max(counts[1:].sum(), 1)     # (N,) training share of items 1..N
+
+    def log_q(self, pool: str = "uniform") -> np.ndarray:  # (N+1,)
+        "Log-probability of drawing each item into a sampled-softmax pool (index 0, padding: 0)."
+        q = np.full(self.n_items, 1.0 / self.n_items) if pool == "uniform" else np.maximum(self.popularity, 1e-12)
+        return np.concatenate([[0.0], np.log(q)])
+
+    def pool(self, size: int, rng: np.random.Generator, pool: str = "uniform") -> np.ndarray:  # (P,)
+        "A pool of `size` negatives shared by every position of a step, drawn with replacement."
+        if pool == "uniform": return rng.integers(1, self.n_items + 1, size=size)
+        return rng.choice(self.n_items, size=size, p=self.popularity) + 1
 
     def __len__(self) -> int: return len(self.users)
 
@@ -138,19 +161,21 @@ class TrainingData:
         batches = [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
-    def make_batch(self, idx: np.ndarray, n_neg: int, rng: np.random.Generator) -> Batch:
-        "Pad the examples `idx` to their longest input and draw `n_neg` negatives per position."
+    def make_batch(self, idx: np.ndarray, n_neg: int, rng: np.random.Generator, loss: str = "bce", pool: str = "uniform") -> Batch:
+        "Pad the examples `idx` to their longest input and draw the negatives `loss` needs: `n_neg` per position ('bce'), a pool of `n_neg` ('sampled_softmax'), none ('ce')."
         ex = [self.seqs[i] for i in idx]
         seqs = left_pad([s[:-1] for s in ex], self.max_len)                      # (B, L)
         pos = left_pad([s[1:] for s in ex], self.max_len, length=seqs.shape[1])  # (B, L)
         users = self.users[idx]
+        if loss == "ce": return Batch(users, seqs, pos, None)
+        if loss == "sampled_softmax": return Batch(users, seqs, pos, self.pool(n_neg, rng, pool))
         neg = self.sampler.sample(users, seqs.shape[1] * n_neg, rng).reshape(len(idx), seqs.shape[1], n_neg)  # (B, L, n_neg)
         neg[pos == 0] = 0
         return Batch(users, seqs, pos, neg)
 
-    def batches(self, batch_size: int, n_neg: int, rng: np.random.Generator, bucket: int = 50):
+    def batches(self, batch_size: int, n_neg: int, rng: np.random.Generator, bucket: int = 50, loss: str = "bce", pool: str = "uniform"):
         "Yield one epoch of `Batch`es."
-        for idx in self.batch_order(batch_size, rng, bucket): yield self.make_batch(idx, n_neg, rng)
+        for idx in self.batch_order(batch_size, rng, bucket): yield self.make_batch(idx, n_neg, rng, loss, pool)
 
 
 # %% [markdown]
@@ -167,6 +192,21 @@ test_eq(b.users.tolist(), [0, 2])
 test_eq(b.seqs.tolist(), [[0, 1, 2], [5, 6, 7]]); test_eq(b.pos.tolist(), [[0, 2, 3], [6, 7, 8]])
 test_eq(b.neg.shape, (2, 3, 2)); test_eq(b.neg[0, 0].tolist(), [0, 0])             # no target, no negatives
 assert not set(b.neg[0, 1:].ravel()) & {1, 2, 3} and not set(b.neg[1].ravel()) & {2, 4, 5, 6, 7, 8}
+
+# %% [markdown]
+# For the softmax objectives the batch carries a pool of `n_neg` items shared by the whole step
+# (`sampled_softmax`, drawn uniformly or by training popularity, whose log-probabilities `log_q` feed the logQ
+# correction) or no negatives at all (`ce`, which scores the whole catalogue).
+
+# %%
+pb = td.make_batch(np.arange(len(td)), n_neg=1000, rng=np.random.default_rng(0), loss="sampled_softmax", pool="popularity")
+np.bincount(pb.neg, minlength=10)[1:], td.popularity.round(3)
+
+# %%
+test_eq(pb.neg.shape, (1000,)); test_eq(td.make_batch(np.arange(len(td)), 5, np.random.default_rng(0), loss="ce").neg, None)
+cnt = np.bincount(pb.neg, minlength=10)
+test_eq(cnt[9], 0); assert cnt[2] > 1.5 * cnt[1]  # item 9 never occurs in training; item 2 occurs twice as often as item 1
+test_close(np.exp(td.log_q("popularity")[1:]).sum(), 1.0, eps=1e-6); test_close(td.log_q("uniform")[1:], np.log(1 / 9), eps=1e-9)
 
 # %% [markdown]
 # Bucketing: 1,000 users with lengths 1..50, batches of 16. The padded cells per epoch (batch size × longest
@@ -315,7 +355,8 @@ def train(model: nn.Module,                  # a model that follows the model co
     check(len(data) > 0, "No user has 2 or more training items, so there is nothing to train on: check the split.")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     # torch reduces once the bad count *exceeds* its patience: lr_patience - 1 gives "after lr_patience bad validations"
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=max(cfg.lr_patience - 1, 0))
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min" if cfg.lr_signal == "valid_loss" else "max",
+                                                       factor=cfg.lr_factor, patience=max(cfg.lr_patience - 1, 0))
     run_dir = Path(run_dir) if run_dir is not None else None
     last = run_dir / "last.pt" if run_dir else None
     sig = _model_signature(model); key = {f: getattr(cfg, f) for f in _RESULT_FIELDS}
@@ -325,7 +366,8 @@ def train(model: nn.Module,                  # a model that follows the model co
         ck = load_checkpoint(last, map_location=dev)
         check(ck["signature"] == sig, f"{str(last)!r} was written by a different model ({ck['model_class']}); "
                                       "use another run folder (run_name) or delete this one to start afresh.")
-        diff = {k: (ck["key"].get(k), v) for k, v in key.items() if ck["key"].get(k) != v}
+        saved = {**{f: getattr(TrainConfig(), f) for f in _RESULT_FIELDS}, **ck["key"]}  # fields added later: their defaults
+        diff = {k: (saved[k], v) for k, v in key.items() if saved[k] != v}
         check(not diff, f"{str(last)!r} was trained with other settings {diff} (saved, now); use another run folder "
                         "(run_name), or delete it to start afresh.")
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
@@ -333,7 +375,10 @@ def train(model: nn.Module,                  # a model that follows the model co
         if st["stop_reason"] == "max_epochs" and st["epoch"] < cfg.epochs: st["stop_reason"] = None  # more epochs asked
     else:
         seed_everything(cfg.seed)
-    val_cand = validation_negatives(split, cfg.n_neg, seed=cfg.seed + 1)
+    val_cand = validation_negatives(split, cfg.n_neg if cfg.loss == "bce" else 1, seed=cfg.seed + 1)
+    logq = torch.as_tensor(data.log_q(cfg.pool), dtype=torch.float32, device=dev) if cfg.logq and cfg.loss == "sampled_softmax" else None
+    n_batches = math.ceil(len(data) / cfg.batch_size)
+    mean_targets = float(data.lengths.sum()) / n_batches  # 'position' norm: a batch's loss weighs (its targets / this)
 
     def snapshot() -> dict:
         return dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=_rng_state(gen),
@@ -346,9 +391,11 @@ def train(model: nn.Module,                  # a model that follows the model co
             model.train(); t0 = time.perf_counter(); total, n_steps = 0.0, 0
             order = data.batch_order(cfg.batch_size, gen, cfg.bucket)
             for step, idx in enumerate(order, 1):
-                b = data.make_batch(idx, cfg.n_neg, gen)
-                seqs, pos, neg = (torch.from_numpy(a).to(dev) for a in (b.seqs, b.pos, b.neg))  # (B, L), (B, L), (B, L, n)
-                loss = model.loss(seqs, pos, neg)
+                b = data.make_batch(idx, cfg.n_neg, gen, cfg.loss, cfg.pool)
+                tb = TrainBatch(*(torch.from_numpy(a).to(dev) if a is not None else None for a in (b.users, b.seqs, b.pos, b.neg)),
+                                kind=cfg.loss, logq=logq)
+                loss = model.training_loss(tb)
+                if cfg.loss_norm == "position": loss = loss * (float((b.pos != 0).sum()) / mean_targets)
                 lv = float(loss.detach())
                 if not math.isfinite(lv): raise _nonfinite_error("loss", lv, epoch, step, opt.param_groups[0]["lr"], run_dir)
                 opt.zero_grad(set_to_none=True); loss.backward()
@@ -365,8 +412,8 @@ def train(model: nn.Module,                  # a model that follows the model co
                 t1 = time.perf_counter()
                 row.update(validate(model, split, val_cand, max_len=cfg.max_len, batch_size=cfg.eval_batch_size))
                 row["valid_seconds"] = time.perf_counter() - t1
-                if cfg.lr_patience: sched.step(row["valid_loss"])  # 0: constant LR
                 score = row[f"valid/{cfg.metric}"]
+                if cfg.lr_patience: sched.step(row["valid_loss"] if cfg.lr_signal == "valid_loss" else score)  # 0: constant LR
                 if score > st["best"]:
                     st.update(best=score, best_epoch=epoch, best_metrics={k: v for k, v in row.items() if k.startswith("valid")}, bad=0)
                 else: st["bad"] += 1

@@ -45,11 +45,24 @@ node_dropout: float = 0.5           # share of nodes dropped per step (paper: 0.
 node_dropout_mode: str = "messages" # 'messages' (dropped nodes send nothing) or 'rows' (row dropout)
 output_embedding: str = "graph"     # score with the 'graph'-enhanced or the 'raw' item table
 l2: float = 1e-5                    # L2 weight on the embedding tables (paper: 1e-5)
+ffn_mult: int = 1                   # FFN width / d (SASRec: 1; S3-Rec family: 4)
+activation: str = "relu"            # FFN activation: 'relu' (SASRec) or 'gelu' (S3-Rec family)
+attn_out_dropout: bool = True       # dropout on the attention output (SASRec's code: none)
+ffn_inner_dropout: bool = True      # dropout after the FFN activation (S3-Rec family: none)
+init: str = "xavier"                # 'xavier' (paper) or 'normal' (N(0, 0.02), S3-Rec family)
+scale_input: bool = True            # multiply item embeddings by sqrt(d) (SASRec's code)
 # --- training
 epochs: int = 8                     # upper bound (paper: ~150 on Beauty with early stopping); CI-sized here
 batch_size: int = 128               # users per step (paper: 128)
 lr: float = 1e-3                    # Adam learning rate (paper: 1e-3)
-n_neg: int = 1                      # training negatives per position (SASRec: 1; the paper's "100" reading: 100)
+loss: str = "bce"                   # 'bce' (paper), 'ce' (full softmax), 'sampled_softmax' (shared pool of n_neg)
+n_neg: int = 1                      # bce: negatives per position (SASRec: 1; the paper's "100" reading: 100); sampled_softmax: pool size
+pool: str = "uniform"               # sampled_softmax pool: 'uniform' or 'popularity'
+logq: bool = False                  # sampled_softmax: logQ correction
+loss_norm: str = "batch"            # 'batch': mean per batch (paper); 'position': every target position weighs the same
+bucket: int = 50                    # length-sorted batches from chunks of bucket*batch_size users (0: plain shuffle)
+adam_beta2: float = 0.999           # Adam beta2 (paper: 0.999; SASRec's code: 0.98)
+lr_signal: str = "valid_loss"       # LR decay watches 'valid_loss' (paper) or 'metric' (validation NDCG@10)
 patience: int = 20                  # early stopping: validations without a better valid NDCG@10 (0: never)
 lr_patience: int = 5                # LR x0.1 after this many validations without a lower validation loss (paper: 5; 0: constant LR)
 eval_every: int = 1                 # validate every this many epochs
@@ -103,8 +116,9 @@ if num_threads: torch.set_num_threads(num_threads)
 if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
 params = {k: v for k, v in dict(globals()).items() if k in (
     "dataset variant seed device data_dir run_name output_dir resume text_model text_max_length k tau self_loops dim n_blocks "
-    "n_heads dropout max_len n_graph_layers edge_dropout node_dropout node_dropout_mode output_embedding l2 epochs batch_size lr "
-    "n_neg patience lr_patience eval_every num_threads eval_batch_size sampled_seed").split()}
+    "n_heads dropout max_len n_graph_layers edge_dropout node_dropout node_dropout_mode output_embedding l2 ffn_mult activation "
+    "attn_out_dropout ffn_inner_dropout init scale_input epochs batch_size lr loss n_neg pool logq loss_norm bucket adam_beta2 lr_signal "
+    "patience lr_patience eval_every num_threads eval_batch_size sampled_seed").split()}
 rec = RunRecorder(run_name, folder=run_folder)
 rec.log_params(**params, resolved_device=str(dev), torch_threads=torch.get_num_threads())
 print(f"run folder: {run_folder}  device: {dev}")
@@ -143,7 +157,9 @@ graph_info
 # %%
 mcfg = ModelConfig(dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, max_len=max_len, n_graph_layers=n_graph_layers,
                    edge_dropout=edge_dropout, node_dropout=node_dropout, node_dropout_mode=node_dropout_mode,
-                   output_embedding=output_embedding, l2=l2, **overrides)
+                   output_embedding=output_embedding, l2=l2, ffn_mult=ffn_mult, activation=activation,
+                   attn_out_dropout=attn_out_dropout, ffn_inner_dropout=ffn_inner_dropout, init=init, scale_input=scale_input,
+                   **overrides)
 seed_everything(seed)
 model = build_model(model_name, ds.n_items, mcfg, graph)
 n_params = sum(p.numel() for p in model.parameters())
@@ -157,7 +173,8 @@ print(type(model).__name__, f"{n_params:,} parameters")
 # validations without a lower validation loss; `best.pt` and `last.pt` are written to the run folder every epoch.
 
 # %%
-tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, n_neg=n_neg, max_len=max_len, eval_every=eval_every,
+tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, betas=(0.9, adam_beta2), loss=loss, n_neg=n_neg, pool=pool,
+                   logq=logq, loss_norm=loss_norm, bucket=bucket, lr_signal=lr_signal, max_len=max_len, eval_every=eval_every,
                    patience=patience, lr_patience=lr_patience, seed=seed, device=str(dev), num_threads=num_threads,
                    eval_batch_size=eval_batch_size, progress=progress)
 rec.log_params(train_config=tcfg)

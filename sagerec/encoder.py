@@ -15,7 +15,7 @@ from torch import Tensor
 from .core import check
 
 # %% auto #0
-__all__ = ['attention_mask', 'Packing', 'SelfAttention', 'FeedForward', 'Block', 'SASRecEncoder']
+__all__ = ['ACTIVATIONS', 'attention_mask', 'Packing', 'SelfAttention', 'FeedForward', 'Block', 'SASRecEncoder']
 
 # %% ../nbs/05_encoder.ipynb #245db49f
 def attention_mask(valid: Tensor,  # (B, L) bool, True at real items
@@ -69,7 +69,7 @@ class Packing:
     def unpack(self, xp: Tensor) -> Tensor:  # (n, C) -> (B, L, C), zeros at padding
         return xp.new_zeros(self.B * self.L, xp.shape[-1]).index_copy(0, self.flat, xp).view(self.B, self.L, -1)
 
-# %% ../nbs/05_encoder.ipynb #1d96473b
+# %% ../nbs/05_encoder.ipynb #0620b801
 class SelfAttention(nn.Module):
     "Multi-head self-attention with an output projection, on PyTorch's fused attention, for packed tokens."
     def __init__(self, dim: int, n_heads: int, dropout: float):
@@ -92,26 +92,34 @@ class SelfAttention(nn.Module):
         y = parts[0] if pk.order is None else torch.cat(parts).index_select(0, pk.order)  # (n, D)
         return self.out(y)  # (n, D)
 
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
 class FeedForward(nn.Module):
-    "Position-wise FFN: Linear, ReLU, dropout, Linear, dropout (width d, as SASRec)."
-    def __init__(self, dim: int, dropout: float):
+    "Position-wise FFN: Linear (d -> mult*d), activation, [dropout], Linear (-> d), dropout. SASRec: mult 1, ReLU."
+    def __init__(self, dim: int, dropout: float, mult: int = 1, activation: str = "relu", inner_dropout: bool = True):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.Dropout(dropout))
+        check(activation in ACTIVATIONS, f"activation={activation!r}: use one of {sorted(ACTIVATIONS)}.")
+        check(int(mult) >= 1, f"ffn_mult={mult} must be an integer >= 1.")
+        h = dim * int(mult)
+        self.net = nn.Sequential(nn.Linear(dim, h), ACTIVATIONS[activation](), nn.Dropout(dropout if inner_dropout else 0.0),
+                                 nn.Linear(h, dim), nn.Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor: return self.net(x)  # (n, D)
 
 class Block(nn.Module):
     "Pre-LayerNorm Transformer block: $H = X + \\mathrm{MHA}(\\mathrm{LN}(X))$, $X' = H + \\mathrm{FFN}(\\mathrm{LN}(H))$."
-    def __init__(self, dim: int, n_heads: int, dropout: float):
+    def __init__(self, dim: int, n_heads: int, dropout: float, ffn_mult: int = 1, activation: str = "relu",
+                 attn_out_dropout: bool = True, ffn_inner_dropout: bool = True):
         super().__init__()
-        self.ln1, self.attn, self.drop = nn.LayerNorm(dim), SelfAttention(dim, n_heads, dropout), nn.Dropout(dropout)
-        self.ln2, self.ffn = nn.LayerNorm(dim), FeedForward(dim, dropout)
+        self.ln1, self.attn = nn.LayerNorm(dim), SelfAttention(dim, n_heads, dropout)
+        self.drop = nn.Dropout(dropout if attn_out_dropout else 0.0)
+        self.ln2, self.ffn = nn.LayerNorm(dim), FeedForward(dim, dropout, ffn_mult, activation, ffn_inner_dropout)
 
     def forward(self, xp: Tensor, pk: Packing) -> Tensor:  # (n, D) -> (n, D)
         xp = xp + self.drop(self.attn(self.ln1(xp), pk))  # (n, D)
         return xp + self.ffn(self.ln2(xp))  # (n, D)
 
-# %% ../nbs/05_encoder.ipynb #40af9f68
+# %% ../nbs/05_encoder.ipynb #ec2ab32e
 class SASRecEncoder(nn.Module):
     "Causal Transformer over left-padded item embeddings, with right-aligned learned positions."
     def __init__(self,
@@ -123,12 +131,17 @@ class SASRecEncoder(nn.Module):
                  use_position: bool = True,  # learned positional embedding (False: ablation E)
                  scale_input: bool = True,  # multiply item embeddings by sqrt(d) (SASRec's code)
                  length_buckets: bool | None = None,  # attend rows grouped by length (None: on CPU, not on GPU)
+                 ffn_mult: int = 1,  # FFN width as a multiple of d (SASRec: 1; S3-Rec family: 4)
+                 activation: str = "relu",  # FFN activation, 'relu' (SASRec) or 'gelu' (S3-Rec family)
+                 attn_out_dropout: bool = True,  # dropout on the attention output (SASRec's code: none)
+                 ffn_inner_dropout: bool = True,  # dropout after the FFN activation (S3-Rec family: none)
                 ):
         super().__init__()
         self.dim, self.max_len, self.scale_input, self.length_buckets = dim, max_len, scale_input, length_buckets
         self.pos_emb = nn.Embedding(max_len, dim) if use_position else None
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout) for _ in range(n_blocks))
+        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout, ffn_mult, activation, attn_out_dropout, ffn_inner_dropout)
+                                    for _ in range(n_blocks))
         self.ln = nn.LayerNorm(dim)
 
     def packing(self, valid: Tensor) -> Packing:  # (B, L) bool

@@ -238,7 +238,7 @@ def evaluate(model: nn.Module,               # follows the model contract
     if return_ranks: out["ranks"] = ranks
     return out
 
-# %% ../nbs/07_evaluate.ipynb #f5b49706
+# %% ../nbs/07_evaluate.ipynb #f3af4cc9
 class LastItemModel(nn.Module):
     "A minimal contract-following model for examples and tests: score = e(last item) . e(item)."
     def __init__(self, n_items: int, dim: int = 8, max_len: int = 50):
@@ -258,4 +258,5 @@ class LastItemModel(nn.Module):
         m = (pos > 0).float()
         bce = -(nn.functional.logsigmoid(lp) * m).sum() - (nn.functional.logsigmoid(-ln) * m[..., None]).sum() / ln.shape[-1]
         return bce / m.sum().clamp(min=1)
+    def training_loss(self, batch) -> torch.Tensor: return self.loss(batch.seqs, batch.pos, batch.neg)  # BCE only
     def reset_parameters(self): nn.init.xavier_uniform_(self.emb.weight); self.emb.weight.data[0] = 0

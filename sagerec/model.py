@@ -21,12 +21,13 @@ from .encoder import SASRecEncoder
 from .propagation import NODE_DROPOUT_MODES, GraphPropagation
 
 # %% auto #0
-__all__ = ['GRAPH_MODES', 'OUTPUT_EMBEDDINGS', 'MODELS', 'ModelConfig', 'SeqRecModel', 'xavier_init_', 'SAGERec', 'SASRec',
-           'build_model']
+__all__ = ['GRAPH_MODES', 'OUTPUT_EMBEDDINGS', 'INITS', 'LOSSES', 'MODELS', 'ModelConfig', 'TrainBatch', 'SeqRecModel',
+           'xavier_init_', 'normal_init_', 'SAGERec', 'SASRec', 'build_model']
 
-# %% ../nbs/06_model.ipynb #2a3623dd
+# %% ../nbs/06_model.ipynb #681e484b
 GRAPH_MODES = ("learned", "fixed", "none")
 OUTPUT_EMBEDDINGS = ("graph", "raw")
+INITS = ("xavier", "normal")
 
 @dataclass
 class ModelConfig:
@@ -46,6 +47,12 @@ class ModelConfig:
     symmetric_edges: bool = True  # one learned weight per undirected edge (mean of both orders' logits)
     output_embedding: str = "graph"  # score items with the "graph"-enhanced table or the "raw" table
     l2: float = 1e-5  # weight of the squared L2 norm of the embedding tables (paper: 1e-5)
+    # --- where the reference implementations differ (each measured in nbs/recipe.ipynb)
+    ffn_mult: int = 1  # FFN width as a multiple of d (SASRec: 1; S3-Rec/ICLRec family: 4)
+    activation: str = "relu"  # FFN activation: "relu" (SASRec) or "gelu" (S3-Rec family)
+    attn_out_dropout: bool = True  # dropout on the attention output (SASRec's code: none)
+    ffn_inner_dropout: bool = True  # dropout after the FFN activation (S3-Rec family: none)
+    init: str = "xavier"  # "xavier": Xavier-uniform (paper); "normal": N(0, 0.02) (S3-Rec family, BERT)
 
     def __post_init__(self):
         check(self.graph_mode in GRAPH_MODES, f"graph_mode={self.graph_mode!r}: use one of {GRAPH_MODES}.")
@@ -58,8 +65,22 @@ class ModelConfig:
         for k in ("dropout", "edge_dropout", "node_dropout"):
             check(0 <= getattr(self, k) < 1, f"{k}={getattr(self, k)} must be in [0, 1).")
         check(self.l2 >= 0, f"l2={self.l2} must be >= 0.")
+        check(self.init in INITS, f"init={self.init!r}: use one of {INITS}.")
 
-# %% ../nbs/06_model.ipynb #d7b02616
+# %% ../nbs/06_model.ipynb #ec851c10
+LOSSES = ("bce", "ce", "sampled_softmax")
+
+@dataclass
+class TrainBatch:
+    "One training step's tensors, on the model's device (built by the trainer)."
+    users: Tensor  # (B,) user indices
+    seqs: Tensor  # (B, L) input items, left-padded with 0
+    pos: Tensor  # (B, L) next item per position, 0 = no target
+    neg: Tensor | None  # 'bce': (B, L, K) per-position negatives; 'sampled_softmax': (P,) shared pool; 'ce': None
+    kind: str = "bce"  # the objective, one of LOSSES
+    logq: Tensor | None = None  # (N+1,) log-probability with which the pool sampler draws each item (logQ correction), or None
+
+# %% ../nbs/06_model.ipynb #95c6afe9
 _optimizer_steps = [0]  # steps taken by any torch optimizer in this process
 
 def _count_optimizer_step(optimizer, args, kwargs): _optimizer_steps[0] += 1
@@ -134,23 +155,48 @@ class SeqRecModel(nn.Module):
     def loss(self,
              seqs: Tensor,  # (B, L) input items, left-padded with 0
              pos: Tensor,  # (B, L) next item at each position, 0 = no target (ignored)
-             neg: Tensor,  # (B, L, K) or (B, L) sampled negatives per position
-            ) -> Tensor:  # () BCE over positions with a target, plus the L2 term
-        "BCE with sampled negatives on every position that has a target, plus `l2_penalty()`."
-        if neg.ndim == 2: neg = neg[..., None]  # (B, L, 1)
-        check(seqs.ndim == 2 and pos.shape == seqs.shape and neg.shape[:2] == seqs.shape,
-              f"loss needs seqs (B, L), pos (B, L), neg (B, L, K); got {tuple(seqs.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}.")
-        ids = self._check_ids(seqs, "seqs", pos, "pos", neg, "neg")
-        inp, out = self.tables(ids if self.restrict_to_batch else None)
+             neg: Tensor | None = None,  # 'bce': (B, L, K) or (B, L) per position; 'sampled_softmax': (P,) pool; 'ce': unused
+             kind: str = "bce",  # the objective: 'bce' (paper), 'ce' (full softmax), 'sampled_softmax'
+             logq: Tensor | None = None,  # 'sampled_softmax': (N+1,) log-probability of each item under the pool sampler (logQ)
+            ) -> Tensor:  # () the objective over positions with a target, plus the L2 term
+        "The objective `kind` on every position that has a target, plus `l2_penalty()`."
+        check(kind in LOSSES, f"loss kind={kind!r}: use one of {LOSSES}.")
+        check(seqs.ndim == 2 and pos.shape == seqs.shape, f"loss needs seqs (B, L) and pos (B, L); got {tuple(seqs.shape)}, {tuple(pos.shape)}.")
+        if kind == "bce":
+            check(neg is not None, "loss kind='bce' needs negatives per position: neg of shape (B, L, K) or (B, L).")
+            if neg.ndim == 2: neg = neg[..., None]  # (B, L, 1)
+            check(neg.ndim == 3 and neg.shape[:2] == seqs.shape, f"loss needs seqs (B, L), pos (B, L), neg (B, L, K) for kind='bce'; "
+                                                                 f"got {tuple(seqs.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}.")
+        elif kind == "sampled_softmax":
+            check(neg is not None and neg.ndim == 1 and neg.numel() > 0, "loss kind='sampled_softmax' needs a pool of negatives: neg of shape (P,).")
+            check(logq is None or logq.shape == (self.n_items + 1,), f"logq must hold one value per item (N+1 = {self.n_items + 1},).")
+        named = (seqs, "seqs", pos, "pos") + ((neg.reshape(1, -1) if kind == "sampled_softmax" else neg, "neg") if kind != "ce" else ())
+        ids = self._check_ids(*named)
+        inp, out = self.tables(ids if self.restrict_to_batch and kind != "ce" else None)
         h = self.encode_with(seqs, inp)  # (B, L, D)
         valid = pos != 0  # (B, L)
-        hv = h[valid]  # (n, D)
+        hv, target = h[valid], pos[valid]  # (n, D), (n,)
         check(hv.shape[0] > 0, "The batch has no position with a target (pos is all 0): each row needs at least one target.")
-        pos_logit = (hv * F.embedding(pos[valid], out, padding_idx=0)).sum(-1)  # (n,)
-        neg_logit = torch.einsum("nd,nkd->nk", hv, F.embedding(neg[valid], out, padding_idx=0))  # (n, K)
-        bce = (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
-               + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))
-        return bce + self.l2_penalty()
+        pos_logit = (hv * F.embedding(target, out, padding_idx=0)).sum(-1)  # (n,)
+        if kind == "bce":
+            neg_logit = torch.einsum("nd,nkd->nk", hv, F.embedding(neg[valid], out, padding_idx=0))  # (n, K)
+            obj = (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
+                   + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))
+        elif kind == "ce":
+            logits = hv @ out.T  # (n, N+1)
+            logits[:, 0] = float("-inf")  # padding is no class
+            obj = F.cross_entropy(logits, target)
+        else:
+            neg_logit = hv @ F.embedding(neg, out).T  # (n, P)
+            if logq is not None: pos_logit, neg_logit = pos_logit - logq[target], neg_logit - logq[neg]  # logQ correction
+            neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], float("-inf"))  # accidental hits
+            logits = torch.cat([pos_logit[:, None], neg_logit], 1)  # (n, 1 + P), the target in column 0
+            obj = F.cross_entropy(logits, torch.zeros_like(target))
+        return obj + self.l2_penalty()
+
+    def training_loss(self, batch: TrainBatch) -> Tensor:  # ()
+        "What the trainer minimises for one batch: `loss` with the batch's negatives. Override to add or replace terms."
+        return self.loss(batch.seqs, batch.pos, batch.neg, kind=batch.kind, logq=batch.logq)
 
     def score_all(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, N+1)
         "Scores of every item after the last position of each sequence; column 0 (padding) is -inf."
@@ -169,7 +215,7 @@ class SeqRecModel(nn.Module):
         s = torch.einsum("bd,bcd->bc", z, F.embedding(cand, out))  # (B, C)
         return s.masked_fill(cand == 0, float("-inf"))
 
-# %% ../nbs/06_model.ipynb #5f26b593
+# %% ../nbs/06_model.ipynb #27850443
 def xavier_init_(module: nn.Module) -> None:
     "Xavier-uniform weights for Linear and Embedding, zero biases, LayerNorm reset; padding rows set to zero."
     for m in module.modules():
@@ -179,6 +225,16 @@ def xavier_init_(module: nn.Module) -> None:
         elif isinstance(m, nn.Embedding):
             nn.init.xavier_uniform_(m.weight)
             if m.padding_idx is not None:
+                with torch.no_grad(): m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm): m.reset_parameters()
+
+def normal_init_(module: nn.Module, std: float = 0.02) -> None:
+    "N(0, std) weights for Linear and Embedding (the S3-Rec family's and BERT's), zero biases, LayerNorm reset; padding rows zero."
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if isinstance(m, nn.Linear) and m.bias is not None: nn.init.zeros_(m.bias)
+            if isinstance(m, nn.Embedding) and m.padding_idx is not None:
                 with torch.no_grad(): m.weight[m.padding_idx].zero_()
         elif isinstance(m, nn.LayerNorm): m.reset_parameters()
 
@@ -203,11 +259,13 @@ class SAGERec(SeqRecModel):
                                           edge_dropout=cfg.edge_dropout, node_dropout=cfg.node_dropout,
                                           node_dropout_mode=cfg.node_dropout_mode, symmetric=cfg.symmetric_edges)
         self.encoder = SASRecEncoder(cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len,
-                                     use_position=cfg.use_position, scale_input=cfg.scale_input)
+                                     use_position=cfg.use_position, scale_input=cfg.scale_input, ffn_mult=cfg.ffn_mult,
+                                     activation=cfg.activation, attn_out_dropout=cfg.attn_out_dropout,
+                                     ffn_inner_dropout=cfg.ffn_inner_dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        xavier_init_(self)
+        (xavier_init_ if self.cfg.init == "xavier" else normal_init_)(self)
         self._cache = None
 
     def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # (N+1, D), (N+1, D)
