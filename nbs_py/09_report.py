@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -131,7 +132,7 @@ def publish_run(run_folder: Path | str, dest: Path | str | None = None) -> Path:
     check("test" in run["metrics"], f"{run_folder} has no test metrics yet: publish finished runs only.")
     out = Path(dest or results_dir()) / Path(run_folder).name
     out.mkdir(parents=True, exist_ok=True)
-    for f in ("params.json", "metrics.json", "learning_curve.png"):
+    for f in ("params.json", "metrics.json", "learning_curve.png", "test_ranks.npz"):
         if (Path(run_folder) / f).exists(): shutil.copy2(Path(run_folder) / f, out / f)
     return out
 
@@ -254,6 +255,53 @@ test_eq(seed_summary(st).loc[("beauty-mini", "sagerec"), "seeds"], "0,1,2,3")
 test_close(seed_summary(st).loc[("beauty-mini", "sasrec"), "ndcg@10 mean"], (0.036 + 0.037 + 0.037) / 3, eps=1e-9)
 test_fail(lambda: paired_test(st, "sagerec", "gru4rec"), contains="No run has variant = 'gru4rec'")
 test_fail(lambda: paired_test(st[st.seed == 0], "sagerec", "sasrec"), contains="at least 2 seeds")
+
+# %% [markdown]
+# ## Where does a gain come from? Targets by popularity
+#
+# A mean over users hides *which* users gain. `popularity_groups` splits the test users by how often their
+# target item occurs in the training data (the training parts of all sequences) into three groups of nearly
+# equal size: **head** (the most frequent targets), **torso** and **tail** (the rarest). A boundary count goes to the
+# group below it, so the groups may differ a little in size; the thresholds are returned with them.
+# `metrics_by_group` averages the usual metrics within each group. The train notebook records both for the
+# headline protocol (`metrics.json` → `test_by_popularity`), and keeps the per-user ranks in `test_ranks.npz`.
+
+# %%
+#| export
+POPULARITY_GROUPS = ("head", "torso", "tail")
+
+def popularity_groups(train: list,            # per user: the training part of the sequence (split.train)
+                      targets,                # (U,) the evaluated users' target items
+                      n_items: int,           # catalogue size
+                     ) -> tuple[np.ndarray, dict]:
+    "Group index per user (0 head, 1 torso, 2 tail) by the target's training count, and the count thresholds."
+    counts = np.bincount(np.concatenate([np.asarray(s, dtype=np.int64) for s in train]), minlength=n_items + 1)
+    c = counts[np.asarray(targets, dtype=np.int64)]  # (U,)
+    lo, hi = np.quantile(c, [1 / 3, 2 / 3])
+    groups = np.where(c > hi, 0, np.where(c > lo, 1, 2))
+    return groups, {"tail": f"count <= {lo:g}", "torso": f"{lo:g} < count <= {hi:g}", "head": f"count > {hi:g}"}
+
+def metrics_by_group(ranks, groups, ks=(10, 20)) -> dict:
+    "Metrics of the users of each popularity group: {'head': {...,'n_users'}, 'torso': ..., 'tail': ...}."
+    from sagerec.evaluate import metrics_from_ranks
+    ranks, groups = np.asarray(ranks), np.asarray(groups)
+    return {name: {**metrics_from_ranks(ranks[groups == i], ks), "n_users": int((groups == i).sum())}
+            for i, name in enumerate(POPULARITY_GROUPS) if (groups == i).any()}
+
+
+# %% [markdown]
+# Six users whose targets occur 9, 9, 4, 4, 1 and 0 times in training: two per group.
+
+# %%
+toy_train = [np.array([1] * 9 + [2] * 9), np.array([3] * 4 + [4] * 4 + [5])]
+grp, thr = popularity_groups(toy_train, [1, 2, 3, 4, 5, 6], n_items=6)
+by_group = metrics_by_group(np.array([0, 30, 3, 0, 40, 50]), grp)
+grp, thr, {g: (m["recall@10"], m["n_users"]) for g, m in by_group.items()}
+
+# %%
+test_eq(grp.tolist(), [0, 0, 1, 1, 2, 2])
+test_eq({g: m["recall@10"] for g, m in by_group.items()}, {"head": 0.5, "torso": 1.0, "tail": 0.0})
+test_close(by_group["torso"]["ndcg@10"], (1 / np.log2(5) + 1) / 2, eps=1e-9)
 
 # %% [markdown]
 # The published Beauty runs (their table is in the README), under the masked full-ranking protocol, labelled by

@@ -87,6 +87,7 @@ from sagerec.core import RunRecorder, SageRecError, check, data_dir as resolve_d
 from sagerec.data import load_dataset
 from sagerec.evaluate import evaluate
 from sagerec.model import ModelConfig, build_model
+from sagerec.report import metrics_by_group, popularity_groups
 from sagerec.training import TrainConfig, load_checkpoint, train
 
 # %% [markdown]
@@ -228,6 +229,11 @@ for name, kw in protocols.items():
                   if k not in ("protocol", "stage")}
     eval_seconds[name] = time.perf_counter() - t0
 valid_best = evaluate(model, split, "valid", max_len=max_len, batch_size=eval_batch_size)
+# the headline protocol by target popularity (head / torso / tail thirds of the test users), and the per-user ranks
+ranks = evaluate(model, split, "test", max_len=max_len, batch_size=eval_batch_size, return_ranks=True)["ranks"]
+groups, group_rule = popularity_groups(split.train, split.test_target, split.n_items)
+by_popularity = {"rule": group_rule, **metrics_by_group(ranks, groups)}
+np.savez_compressed(run_folder / "test_ranks.npz", full_masked=ranks.astype(np.int32))
 table = pd.DataFrame(test).T[["recall@10", "recall@20", "ndcg@10", "ndcg@20", "n_users"]]
 table
 
@@ -235,6 +241,8 @@ table
 for m in test.values():
     assert 0 <= m["ndcg@10"] <= m["recall@10"] <= m["recall@20"] <= 1 and m["ndcg@10"] <= m["ndcg@20"]
 assert abs(valid_best["ndcg@10"] - result.best_metrics["valid/ndcg@10"]) < 1e-6  # best.pt is the best epoch's weights
+assert sum(g["n_users"] for k, g in by_popularity.items() if k != "rule") == len(ranks) == test["full-masked"]["n_users"]
+assert abs(sum(m["recall@10"] * m["n_users"] for k, m in by_popularity.items() if k != "rule") / len(ranks) - test["full-masked"]["recall@10"]) < 1e-9
 assert test["sampled100"]["recall@10"] >= test["full-masked"]["recall@10"]
 
 # %% [markdown]
@@ -243,7 +251,7 @@ assert test["sampled100"]["recall@10"] >= test["full-masked"]["recall@10"]
 # %%
 peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 if dev.type == "cuda": peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-rec.log_metrics(test=test, eval_seconds=eval_seconds, valid_at_best=valid_best, graph=graph_info, n_params=n_params,
+rec.log_metrics(test=test, test_by_popularity=by_popularity, eval_seconds=eval_seconds, valid_at_best=valid_best, graph=graph_info, n_params=n_params,
                 total_seconds=time.perf_counter() - t_start, **peak, device=str(dev),
                 device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                 torch_threads=torch.get_num_threads())
