@@ -27,7 +27,7 @@ says otherwise.
 """
 from __future__ import annotations
 
-import argparse, fcntl, json, os, subprocess, sys, time
+import argparse, fcntl, json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import yaml
@@ -132,11 +132,17 @@ def start(g: dict, job: dict):
     except BlockingIOError: lockf.close(); return None  # another queue runs it
     log = open(runs_root() / "_grid" / f"{job['name']}.log", "a")
     env = {"SAGEREC_FIGURES": str(runs_root() / "_grid" / "figures"), **os.environ, "OMP_NUM_THREADS": str(job["params"].get("num_threads", 1)), "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    p = subprocess.Popen(papermill_cmd(g, job), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    # the child inherits the locked file, so the run stays locked while it lives, even if this queue is killed
+    p = subprocess.Popen(papermill_cmd(g, job), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                         pass_fds=(lockf.fileno(),))
     return p, lockf, log
 
 
+def _sigterm(signum, frame): raise KeyboardInterrupt  # a kill stops the queue's runs like Ctrl-C does
+
+
 def cmd_run(args) -> None:
+    signal.signal(signal.SIGTERM, _sigterm)
     g = load_grid(Path(args.grid)); jobs = expand(g)
     results = Path(args.results) if args.results else ROOT / "results"
     if args.retry_failed:
