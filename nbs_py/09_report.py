@@ -256,6 +256,45 @@ test_close(seed_summary(st).loc[("beauty-mini", "sasrec"), "ndcg@10 mean"], (0.0
 test_fail(lambda: paired_test(st, "sagerec", "gru4rec"), contains="No run has variant = 'gru4rec'")
 test_fail(lambda: paired_test(st[st.seed == 0], "sagerec", "sasrec"), contains="at least 2 seeds")
 
+
+# %% [markdown]
+# ## What differs from a reference recipe
+#
+# An ablation compares runs that differ from a reference in one setting (or a few). `changed_settings` names,
+# for one run, the settings whose recorded value differs from the reference's (a setting a run does not record,
+# because it predates the setting, counts as the reference's value), so a table's rows are labelled by what was
+# actually run, not by a hand-written name.
+
+# %%
+#| export
+def changed_settings(params: dict,      # a run's params.json
+                     reference: dict,   # the reference recipe: setting -> value
+                    ) -> str:
+    "'k=v, ...' for the reference settings whose value differs in `params` (sorted), or 'reference'."
+    def same(a, b): return a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-12 * max(abs(a), abs(b), 1))
+    diff = [f"{k}={params[k]}" for k in sorted(reference) if k in params and params[k] is not None and not same(params[k], reference[k])]
+    return ", ".join(diff) or "reference"
+
+def ablation_table(folders, reference: dict, protocol: str = "full-masked", extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    "`runs_table` of the runs in `folders` with a `change` column from `changed_settings` against `reference`."
+    runs = [r for f in map(Path, folders) for r in (sorted(f.iterdir()) if not (f / "params.json").exists() else [f])
+            if (r / "metrics.json").exists() and "test" in load_run(r)["metrics"]]
+    rows = []
+    for r in runs:
+        run = load_run(r)
+        rows.append({**run_row(run, protocol, tuple(reference) + tuple(extra)), "change": changed_settings(run["params"], reference)})
+    return pd.DataFrame(rows)
+
+
+# %%
+ref = {"l2": 1e-5, "n_neg": 1, "loss": "bce"}
+changed_settings({"l2": 0.0, "n_neg": 1}, ref), changed_settings({"l2": 1e-5, "loss": "ce", "n_neg": 1}, ref), changed_settings({"n_neg": 1}, ref)
+
+# %%
+test_eq(changed_settings({"l2": 0.0, "n_neg": 1}, ref), "l2=0.0")
+test_eq(changed_settings({"l2": 1.0000000000001e-5, "n_neg": 100, "loss": "ce"}, ref), "loss=ce, n_neg=100")
+test_eq(changed_settings({}, ref), "reference")
+
 # %% [markdown]
 # ## Where does a gain come from? Targets by popularity
 #

@@ -21,7 +21,8 @@ from .core import check, project_root
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'METRICS', 'POPULARITY_GROUPS', 'load_run', 'run_row', 'runs_table', 'results_dir', 'publish_run',
-           'plot_runs', 'seed_summary', 'paired_test', 'popularity_groups', 'metrics_by_group']
+           'plot_runs', 'seed_summary', 'paired_test', 'changed_settings', 'ablation_table', 'popularity_groups',
+           'metrics_by_group']
 
 # %% ../nbs/09_report.ipynb #f8b6e0b4
 PROTOCOLS = ("full-masked", "full-unmasked", "sampled100")  # evaluation protocols recorded by nbs/train.ipynb
@@ -130,6 +131,25 @@ def paired_test(table: pd.DataFrame,                 # from `runs_table`, one da
         rows.append({"metric": m, f"{a} mean": xa.mean(), f"{b} mean": xb.mean(), "gain": xa.mean() / xb.mean() - 1,
                      "t": float(r.statistic), "p": float(r.pvalue), "seeds": len(seeds)})
     return pd.DataFrame(rows).set_index("metric")
+
+# %% ../nbs/09_report.ipynb #64902673
+def changed_settings(params: dict,      # a run's params.json
+                     reference: dict,   # the reference recipe: setting -> value
+                    ) -> str:
+    "'k=v, ...' for the reference settings whose value differs in `params` (sorted), or 'reference'."
+    def same(a, b): return a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-12 * max(abs(a), abs(b), 1))
+    diff = [f"{k}={params[k]}" for k in sorted(reference) if k in params and params[k] is not None and not same(params[k], reference[k])]
+    return ", ".join(diff) or "reference"
+
+def ablation_table(folders, reference: dict, protocol: str = "full-masked", extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    "`runs_table` of the runs in `folders` with a `change` column from `changed_settings` against `reference`."
+    runs = [r for f in map(Path, folders) for r in (sorted(f.iterdir()) if not (f / "params.json").exists() else [f])
+            if (r / "metrics.json").exists() and "test" in load_run(r)["metrics"]]
+    rows = []
+    for r in runs:
+        run = load_run(r)
+        rows.append({**run_row(run, protocol, tuple(reference) + tuple(extra)), "change": changed_settings(run["params"], reference)})
+    return pd.DataFrame(rows)
 
 # %% ../nbs/09_report.ipynb #2f0b7e17
 POPULARITY_GROUPS = ("head", "torso", "tail")
