@@ -1,0 +1,52 @@
+"The experiment queue (tools/grid.py): expansion, skip / resume / publish, and clear errors for a bad grid file."
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ROOT / "tools" / "grid.py"
+
+
+def grid(*args, env=None, check=True):
+    r = subprocess.run([sys.executable, str(GRID), *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    if check: assert r.returncode == 0, r.stderr + r.stdout
+    return r
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "grid.yaml"; p.write_text(text); return p
+
+
+def test_expand_orders_by_seed_and_names_runs(tmp_path):
+    g = write(tmp_path, "common: {epochs: 1}\nseeds: [0, 1]\nruns:\n  - {name: a, params: {lr: 0.01}}\n  - {name: 'b-s{seed}-x'}\n")
+    lines = grid("list", g).stdout.splitlines()
+    assert [l.split()[0] for l in lines] == ["a-s0", "b-s0-x", "a-s1", "b-s1-x"]
+    first = json.loads(lines[0].split(" ", 1)[1])
+    assert first == {"num_threads": 1, "progress": False, "epochs": 1, "lr": 0.01, "seed": 0}
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("runs: []\n", "lists no runs"),
+    ("runz: [{name: a}]\n", "unknown keys ['runz']"),
+    ("runs: [{params: {}}]\n", "every run needs a name"),
+    ("runs: [{name: a, parms: {}}]\n", "unknown keys ['parms']"),
+    ("runs: [{name: a}, {name: a}]\n", "run names repeat"),
+    ("order: random\nruns: [{name: a}]\n", "order must be"),
+])
+def test_bad_grid_files_fail_with_one_line(tmp_path, text, msg):
+    r = grid("list", write(tmp_path, text), check=False)
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_publishes_then_skips(tmp_path):
+    g = write(tmp_path, "common: {dataset: beauty-mini, epochs: 1, dim: 16}\nruns:\n  - {name: mini, params: {variant: sasrec}}\n")
+    env = {**os.environ, "SAGEREC_RUNS": str(tmp_path / "runs"), "SAGEREC_FIGURES": str(tmp_path / "figs")}
+    out = grid("run", g, "--jobs", "1", "--poll", "0.5", "--results", tmp_path / "results", env=env).stdout
+    assert "finished mini-s0: published" in out
+    metrics = json.loads((tmp_path / "results" / "mini-s0" / "metrics.json").read_text())
+    assert "full-masked" in metrics["test"] and (tmp_path / "results" / "mini-s0" / "test_ranks.npz").exists()
+    again = grid("run", g, "--jobs", "1", "--poll", "0.5", "--results", tmp_path / "results", env=env).stdout
+    assert "started" not in again and "0 runs finished" in again
+    status = grid("status", g, "--results", tmp_path / "results", env=env).stdout
+    assert "mini-s0" in status and "published" in status
