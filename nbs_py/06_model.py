@@ -120,6 +120,7 @@ test_fail(lambda: ModelConfig(dropout=1.0), contains="dropout=1.0 must be in [0,
 # | `loss(seqs, pos, neg, kind)` | (B, L), (B, L), negatives -> () | the objective `kind` on every position with `pos != 0`, plus L2 |
 # | `training_loss(batch)` | `TrainBatch` -> () | what the trainer minimises; default: `loss` with the batch's negatives |
 # | `score_all(seqs)` | (B, L) -> (B, N+1) | scores of every item after the last position; column 0 is `-inf` |
+# | `user_states(seqs)`, `score_items(states, lo, hi)` | (B, L) -> (B, D) -> (B, hi-lo) | the same scores for items lo..hi-1 only (full ranking over large catalogues, in blocks) |
 # | `score_candidates(seqs, cand)` | (B, L), (B, C) -> (B, C) | scores of given items (id 0 -> `-inf`) |
 #
 # **Loss.** At every position $t$ with a target (`pos[b, t] != 0`), with hidden state $z_t$ and output table $e$:
@@ -285,14 +286,20 @@ class SeqRecModel(nn.Module):
         "What the trainer minimises for one batch: `loss` with the batch's negatives. Override to add or replace terms."
         return self.loss(batch.seqs, batch.pos, batch.neg, kind=batch.kind, logq=batch.logq)
 
+    def user_states(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, D)
+        "The hidden state after the last position of each sequence: what `score_items` scores items against."
+        self._check_ids(seqs, "seqs")
+        return self.encode_with(seqs, self.tables()[0])[:, -1]
+
+    def score_items(self, states: Tensor, lo: int, hi: int) -> Tensor:  # (B, D) -> (B, hi - lo)
+        "Scores of items lo..hi-1 for `user_states`; column 0 (padding) is -inf. Full ranking walks large catalogues in blocks with it."
+        s = states @ self.tables()[1][lo:hi].T  # (B, hi - lo)
+        if lo == 0: s[:, 0] = float("-inf")
+        return s
+
     def score_all(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, N+1)
         "Scores of every item after the last position of each sequence; column 0 (padding) is -inf."
-        self._check_ids(seqs, "seqs")
-        inp, out = self.tables()
-        z = self.encode_with(seqs, inp)[:, -1]  # (B, D)
-        s = z @ out.T  # (B, N+1)
-        s[:, 0] = float("-inf")
-        return s
+        return self.score_items(self.user_states(seqs), 0, self.n_items + 1)
 
     def score_candidates(self, seqs: Tensor, cand: Tensor) -> Tensor:  # (B, L), (B, C) -> (B, C)
         "Scores of the candidate items `cand` after the last position; candidate id 0 gets -inf."
@@ -506,6 +513,8 @@ sa[:, :4], sc
 test_eq(sa[:, 0], torch.full((3,), float("-inf")))
 test_close(sc[cand != 0], sa.gather(1, cand)[cand != 0], eps=1e-6)
 test_eq(sc[0, 2], float("-inf"))
+with torch.no_grad(): blocks = torch.cat([model.score_items(model.user_states(seqs), lo, min(lo + 4, 9)) for lo in (0, 4, 8)], 1)
+test_eq(blocks[:, 0], sa[:, 0]); test_close(blocks[:, 1:], sa[:, 1:], eps=1e-6)  # items in blocks: the same scores
 
 # %% [markdown]
 # **Trimming leading padding** (what the trainer does) changes no score, since positions are right-aligned.

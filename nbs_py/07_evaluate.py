@@ -255,6 +255,21 @@ test_fail(lambda: sampled_candidates(full, np.array([4, 7]), n_items=12, n=9), c
 # in length-sorted batches with no gradients and in eval mode, and returns each user's rank. `gather`
 # optionally returns the raw (unmasked) scores of chosen items in the same pass: the trainer uses it for
 # the validation loss.
+#
+# **Large catalogues: blocks of items.** A `(B, N+1)` score block is 4 GB for 1,024 users and 10^6 items. When
+# `B * (N+1)` exceeds `max_block` scores, and the model can score a range of items (`user_states(seqs)` ->
+# `(B, D)` and `score_items(states, lo, hi)` -> `(B, hi-lo)`, which `SeqRecModel` provides), the catalogue is
+# walked in blocks of items and the target's rank is **counted**, never sorted: a first walk takes each target's
+# score from the block that holds it, a second walk counts, per block, the items scoring at or above it (or above
+# it, with optimistic ties), after setting the history (masked protocol), the padding column and the target itself
+# out of play. Both walks make the same calls, so the target is compared with scores computed exactly as its own;
+# the price is computing the scores twice. Nothing `(B, N)` is ever held; memory is `B x block`.
+#
+# **Sharding users.** With `shard` (an object with `rank`, `world_size` and `all_sum(array)`, e.g.
+# `sagerec.distributed.DistEnv`), each process ranks every `world_size`-th length batch, starting at its
+# `rank`, and the ranks are summed across processes (each user is filled by exactly one; the others add 0). The
+# batches are the ones a single process forms, so every user's scores are computed in the same batch as
+# without sharding, and the gathered ranks are those of one process.
 
 # %%
 #| export
@@ -268,6 +283,52 @@ def _device_of(model: nn.Module) -> torch.device:
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
 
+MAX_BLOCK = 2**25  # scores held at once during full ranking (128 MiB of float32); above it, items are walked in blocks
+
+def _blocked(model: nn.Module, n_cols: int, batch_size: int, item_block: int | None) -> int | None:
+    "Items per block for full ranking, or None for one `score_all` call."
+    can = hasattr(model, "user_states") and hasattr(model, "score_items") and hasattr(model, "n_items")
+    if item_block is not None:
+        check(int(item_block) >= 1, f"item_block must be >= 1, got {item_block}.")
+        check(can, f"item_block={item_block} needs a model with user_states(), score_items() and n_items "
+                   f"(SeqRecModel has them); {type(model).__name__} can only score_all().")
+        return None if item_block >= n_cols else int(item_block)
+    if not can or batch_size * n_cols <= MAX_BLOCK: return None  # one (B, N+1) block
+    return max(1, MAX_BLOCK // batch_size)
+
+def _block_ranks(model: nn.Module, seqs: torch.Tensor, tgt: torch.Tensor, hist: torch.Tensor | None,
+                 gather: torch.Tensor | None, block: int, ties: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    "Ranks (and raw gathered scores) of one user batch, walking the items in blocks of `block` (see above)."
+    z = model.user_states(seqs)                                         # (B, D)
+    n_cols, B, dev = model.n_items + 1, seqs.shape[0], seqs.device
+    rows = torch.arange(B, device=dev)
+    t = torch.empty(B, device=dev)                                       # (B,) each target's own score
+    got = torch.empty(gather.shape, device=dev) if gather is not None else None
+    for lo in range(0, n_cols, block):                                   # walk 1: target (and gathered) scores
+        hi = min(lo + block, n_cols)
+        s = model.score_items(z, lo, hi).float()                         # (B, C)
+        if torch.isnan(s.amax(1)).any():
+            raise SageRecError("The model produced NaN scores, so ranks are undefined. The weights have diverged: "
+                               "retrain with a lower learning rate, or check the checkpoint you loaded.")
+        inb = (tgt >= lo) & (tgt < hi)                                   # (B,)
+        t[inb] = s[rows[inb], tgt[inb] - lo]
+        if gather is not None:
+            r, c = ((gather >= lo) & (gather < hi)).nonzero(as_tuple=True)
+            got[r, c] = s[r, gather[r, c] - lo]
+    rank = torch.zeros(B, dtype=torch.int64, device=dev)
+    for lo in range(0, n_cols, block):                                   # walk 2: count what beats each target
+        hi = min(lo + block, n_cols)
+        s = model.score_items(z, lo, hi).float()                         # (B, C), the same call as in walk 1
+        if hist is not None:                                             # the user's history is out of play
+            r, c = ((hist >= lo) & (hist < hi)).nonzero(as_tuple=True)
+            s[r, hist[r, c] - lo] = float("-inf")
+        if lo == 0: s[:, 0] = float("-inf")                              # padding never counts
+        inb = (tgt >= lo) & (tgt < hi)
+        s[rows[inb], tgt[inb] - lo] = float("-inf")                      # the target does not beat itself
+        beats = s >= t[:, None] if ties == "pessimistic" else s > t[:, None]
+        rank += beats.sum(1)
+    return rank, got
+
 @torch.no_grad()
 def rank_users(model: nn.Module,                          # follows the model contract
                inputs: Sequence[np.ndarray],              # per user: the input sequence (= the history)
@@ -279,11 +340,14 @@ def rank_users(model: nn.Module,                          # follows the model co
                max_len: int | None = None,                # input cut; default: the model's max_len
                batch_size: int = 1024,                    # users per forward pass
                device: torch.device | str | None = None,  # default: the model's device
+               item_block: int | None = None,             # full ranking: items per block (None: blocks only when B x (N+1) > MAX_BLOCK)
+               shard=None,                                # rank this process's share of the users and sum across processes (see above)
               ) -> tuple[np.ndarray, np.ndarray | None]:
     "0-based rank of each user's target (and the gathered raw scores, if asked)."
     U = len(inputs); targets = np.asarray(targets, dtype=np.int64)
     check(len(targets) == U, f"{U} input sequences but {len(targets)} targets: pass one target per user.")
     check(U > 0, "No users to evaluate.")
+    check(ties in ("pessimistic", "optimistic"), f"ties must be 'pessimistic' or 'optimistic', got {ties!r}.")
     lens = np.fromiter((len(s) for s in inputs), dtype=np.int64, count=U)
     check(lens.min() > 0, f"{int((lens == 0).sum())} users have an empty input sequence; leave-one-out needs at "
                           "least one item before the target (filter users with fewer than 3 interactions).")
@@ -292,28 +356,38 @@ def rank_users(model: nn.Module,                          # follows the model co
               "candidates must have one row per user with the target in column 0 (see sampled_candidates).")
     max_len = max_len or model_max_len(model)
     dev = torch.device(device) if device is not None else _device_of(model)
+    block = None if candidates is not None else _blocked(model, int(getattr(model, "n_items", 0)) + 1, min(batch_size, U), item_block)
     was_training = model.training; model.eval()
-    ranks = np.empty(U, dtype=np.int64)
-    got = np.empty(gather.shape, dtype=np.float32) if gather is not None else None
+    ranks = np.zeros(U, dtype=np.int64)
+    got = np.zeros(gather.shape, dtype=np.float32) if gather is not None else None
+    batches = length_batches(np.minimum(lens, max_len), batch_size)
+    if shard is not None: batches = batches[shard.rank::shard.world_size]
     try:
-        for idx in length_batches(np.minimum(lens, max_len), batch_size):
+        for idx in batches:
             seqs = torch.from_numpy(left_pad([inputs[i] for i in idx], max_len)).to(dev)   # (B, L)
             tgt = torch.from_numpy(targets[idx]).to(dev)                                  # (B,)
+            hist = (torch.from_numpy(left_pad([inputs[i] for i in idx], max_len=int(lens[idx].max()))).to(dev)  # (B, H) whole history
+                    if mask_history and candidates is None else None)
             if candidates is not None:
                 cand = torch.from_numpy(candidates[idx]).to(dev)                          # (B, C)
                 sc = model.score_candidates(seqs, cand).float()                          # (B, C)
                 r = target_ranks(sc, torch.zeros_like(tgt), ties)
                 if gather is not None: got[idx] = model.score_candidates(seqs, torch.from_numpy(gather[idx]).to(dev)).float().cpu().numpy()
+            elif block is not None:
+                g = torch.from_numpy(gather[idx]).to(dev) if gather is not None else None
+                r, gb = _block_ranks(model, seqs, tgt, hist, g, block, ties)
+                if gather is not None: got[idx] = gb.cpu().numpy()
             else:
                 sc = model.score_all(seqs).float()                                       # (B, N+1)
                 if gather is not None: got[idx] = sc.gather(1, torch.from_numpy(gather[idx]).to(dev)).cpu().numpy()
-                if mask_history:
-                    hist = torch.from_numpy(left_pad([inputs[i] for i in idx], max_len=int(lens[idx].max()))).to(dev)  # (B, H) whole history
-                    mask_history_(sc, hist, tgt)
+                if hist is not None: mask_history_(sc, hist, tgt)
                 r = target_ranks(sc, tgt, ties)
             ranks[idx] = r.cpu().numpy()
     finally:
         model.train(was_training)
+    if shard is not None:  # every user was ranked by exactly one process; the others contribute 0
+        ranks = shard.all_sum(ranks)
+        if got is not None: got = shard.all_sum(got)
     return ranks, got
 
 
@@ -349,6 +423,8 @@ def evaluate(model: nn.Module,               # follows the model contract
              batch_size: int = 1024,         # users per forward pass
              device=None,                    # default: the model's device
              return_ranks: bool = False,     # also return the per-user ranks (for paired tests)
+             item_block: int | None = None,  # full ranking: items per block (None: automatic, see `rank_users`)
+             shard=None,                     # a `sagerec.distributed.DistEnv`: rank this process's users, gather all
             ) -> dict:
     "Recall@k and NDCG@k of `model` on one stage of `split` under one protocol, averaged over users."
     label = protocol_label(protocol, mask_history)
@@ -358,7 +434,7 @@ def evaluate(model: nn.Module,               # follows the model contract
         full = [np.append(s, t) for s, t in zip(split.test_input, split.test_target)]  # every item the user touched
         cand = sampled_candidates(full, targets, split.n_items, n_candidates, seed)
     ranks, _ = rank_users(model, inputs, targets, mask_history=mask_history, candidates=cand, ties=ties,
-                          max_len=max_len, batch_size=batch_size, device=device)
+                          max_len=max_len, batch_size=batch_size, device=device, item_block=item_block, shard=shard)
     out = {**metrics_from_ranks(ranks, ks), "n_users": int(len(ranks)), "protocol": label, "stage": stage}
     if return_ranks: out["ranks"] = ranks
     return out
@@ -381,9 +457,12 @@ class LastItemModel(nn.Module):
         self.emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
     def item_embeddings(self) -> torch.Tensor: return self.emb.weight                           # (N+1, D)
     def encode(self, seqs: torch.Tensor) -> torch.Tensor: return self.emb(seqs)                # (B, L, D)
-    def score_all(self, seqs: torch.Tensor) -> torch.Tensor:
-        s = self.encode(seqs)[:, -1] @ self.item_embeddings().T                                 # (B, N+1)
-        s[:, 0] = float("-inf"); return s
+    def user_states(self, seqs: torch.Tensor) -> torch.Tensor: return self.encode(seqs)[:, -1]  # (B, D)
+    def score_items(self, z: torch.Tensor, lo: int, hi: int) -> torch.Tensor:                   # (B, hi-lo) items lo..hi-1
+        s = z @ self.item_embeddings()[lo:hi].T
+        if lo == 0: s[:, 0] = float("-inf")
+        return s
+    def score_all(self, seqs: torch.Tensor) -> torch.Tensor: return self.score_items(self.user_states(seqs), 0, self.n_items + 1)  # (B, N+1)
     def score_candidates(self, seqs: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         return (self.emb(cand) * self.encode(seqs)[:, -1:]).sum(-1)                             # (B, C)
     def loss(self, seqs, pos, neg) -> torch.Tensor:
@@ -450,6 +529,56 @@ pd.DataFrame(chance).T[["recall@10", "ndcg@10", "recall@20", "ndcg@20", "n_users
 test_eq(chance["full-masked"]["n_users"], mini.n_users)
 assert chance["full-masked"]["recall@10"] < 5 * 10 / mini.n_items + 0.02
 assert 0.5 * 10 / 101 < chance["sampled100"]["recall@10"] < 2 * 10 / 101
+
+
+# %% [markdown]
+# ## Blocks of items and shards of users give the same ranks
+#
+# The same untrained stand-in on `beauty-mini`, under both full-ranking protocols and both tie rules: the ranks
+# from one `(B, N+1)` block per batch equal those from walks over blocks of 1,000, 97 and 1 items, exactly. A
+# second item table with every item duplicated (pairs of exactly equal scores) checks that ties are counted the
+# same way in blocks. Then the users are split into three shards, each ranked as if it were one of three
+# processes (`all_sum` left out); adding the three partial rank arrays gives the single-process ranks.
+
+# %%
+def block_check(model, split) -> dict:
+    "Whether blocked ranks equal one-block ranks, per (protocol, ties, block)."
+    out = {}
+    for mask in (True, False):
+        for ties in ("pessimistic", "optimistic"):
+            ref, _ = rank_users(model, split.test_input, split.test_target, mask_history=mask, ties=ties, item_block=10**9)
+            for blk in (1000, 97, 1):
+                got, _ = rank_users(model, split.test_input, split.test_target, mask_history=mask, ties=ties, item_block=blk)
+                out[("masked" if mask else "unmasked", ties, blk)] = bool((got == ref).all())
+    return out
+
+seed_everything(0); twin = LastItemModel(mini.n_items, dim=16); twin.reset_parameters()
+with torch.no_grad(): twin.emb.weight[2::2] = twin.emb.weight[1:-1:2].clone()  # item 2j has item 2j-1's vector
+blocks = {"random": block_check(rnd, sp), "with exact ties": block_check(twin, sp)}
+pd.DataFrame(blocks).T
+
+# %%
+assert all(v for b in blocks.values() for v in b.values())
+r_pess, _ = rank_users(twin, sp.test_input, sp.test_target, mask_history=False, item_block=97)
+r_opt, _ = rank_users(twin, sp.test_input, sp.test_target, mask_history=False, ties="optimistic", item_block=97)
+test_eq(r_pess - r_opt, np.ones_like(r_pess))  # every target's twin ties with it and counts only when ties are pessimistic
+test_fail(lambda: rank_users(twin, sp.test_input, sp.test_target, item_block=0), contains="item_block must be >= 1")
+
+
+# %%
+class LocalShard:
+    "One of `world_size` shards, ranked in this process; `all_sum` is left to the caller."
+    def __init__(self, rank, world_size): self.rank, self.world_size = rank, world_size
+    def all_sum(self, a): return a
+
+full_ranks, full_got = rank_users(rnd, sp.valid_input, sp.valid_target, gather=sp.valid_target[:, None], batch_size=128)
+parts = [rank_users(rnd, sp.valid_input, sp.valid_target, gather=sp.valid_target[:, None], batch_size=128, shard=LocalShard(r, 3))
+         for r in range(3)]
+[int((p[0] > 0).sum()) for p in parts], bool((sum(p[0] for p in parts) == full_ranks).all())
+
+# %%
+test_eq(sum(p[0] for p in parts), full_ranks); test_eq(sum(p[1] for p in parts), full_got)
+assert all((p[0] > 0).sum() > 0 for p in parts)  # every shard ranked some users
 
 # %% [markdown]
 # ## How fast is full ranking of every Beauty user?

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sagerec.core import SageRecError, atomic_write, check, fingerprint, pick_device, seed_everything
+from sagerec.distributed import DistEnv, ddp_loss, ddp_wrap, rank_generator, rank_seed, shard
 from sagerec.evaluate import UnseenSampler, left_pad, metrics_from_ranks, model_max_len, rank_users
 from sagerec.model import LOSSES, TrainBatch
 
@@ -252,10 +253,10 @@ def bce_from_scores(scores: np.ndarray) -> float:
     return float((-nn.functional.logsigmoid(s[:, 0]) - nn.functional.logsigmoid(-s[:, 1:]).mean(1)).mean())
 
 def validate(model: nn.Module, split, val_cand: np.ndarray, ks=(10, 20), max_len: int = 50,
-             batch_size: int = 1024, mask_history: bool = True) -> dict[str, float]:
-    "Validation metrics (full ranking, history masked) and validation loss of `model`, in one pass."
+             batch_size: int = 1024, mask_history: bool = True, shard=None) -> dict[str, float]:
+    "Validation metrics (full ranking, history masked) and validation loss of `model`, in one pass (users sharded across processes with `shard`)."
     ranks, sc = rank_users(model, split.valid_input, split.valid_target, mask_history=mask_history,
-                           gather=val_cand, max_len=max_len, batch_size=batch_size)
+                           gather=val_cand, max_len=max_len, batch_size=batch_size, shard=shard)
     return {"valid_loss": bce_from_scores(sc), **{f"valid/{k}": v for k, v in metrics_from_ranks(ranks, ks).items()}}
 
 
@@ -283,6 +284,13 @@ def _set_rng_state(s: dict, gen: np.random.Generator) -> None:
     random.setstate(s["python"]); np.random.set_state(s["numpy"]); gen.bit_generator.state = s["gen"]
     torch.set_rng_state(s["torch"])
     if s.get("cuda") is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
+
+def _rank_rng_state(neg_gen: np.random.Generator) -> dict:  # distributed: what differs per rank
+    return dict(gen=neg_gen.bit_generator.state, torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+
+def _set_rank_rng_state(s: dict, neg_gen: np.random.Generator) -> None:
+    neg_gen.bit_generator.state = s["gen"]; torch.set_rng_state(s["torch"])
+    if s.get("cuda") is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(s["cuda"])
 
 def save_checkpoint(path: Path | str, state: dict) -> Path:
     "Write `state` with `torch.save`, atomically."
@@ -341,11 +349,13 @@ def train(model: nn.Module,                  # a model that follows the model co
           resume: bool = True,               # continue from run_dir/last.pt when it exists
           on_step: Callable[[int, int, float], None] | None = None,  # called as on_step(epoch, step, loss) after each step
           on_epoch: Callable[[dict, list[dict]], None] | None = None,  # called as on_epoch(row, history) after each epoch's checkpoint
+          dist: DistEnv | None = None,       # this process's place in a torchrun run (sagerec.distributed.init_distributed); None: one process
          ) -> TrainResult:
     "Train `model` on `split.train`, validate, decay the LR, stop early and checkpoint; return the history."
     cfg = cfg or TrainConfig()
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     dev = pick_device(cfg.device)
+    env = dist or DistEnv(device=dev); ddp = env.active  # --- distributed: see sagerec.distributed for what changes
     try: m_len = model_max_len(model)
     except SageRecError: m_len = None
     check(m_len is None or cfg.max_len <= m_len, f"TrainConfig.max_len={cfg.max_len} is longer than the model's max_len={m_len}: "
@@ -360,10 +370,14 @@ def train(model: nn.Module,                  # a model that follows the model co
     run_dir = Path(run_dir) if run_dir is not None else None
     last = run_dir / "last.pt" if run_dir else None
     sig = _model_signature(model); key = {f: getattr(cfg, f) for f in _RESULT_FIELDS}
-    gen = np.random.default_rng(cfg.seed)
+    gen = np.random.default_rng(cfg.seed)  # batch order (shared by all ranks); and negatives in a single process
+    neg_gen = rank_generator(cfg.seed, env.rank) if ddp else gen  # distributed: negatives per rank
     st = dict(epoch=0, history=[], best=-math.inf, best_epoch=0, best_metrics={}, bad=0, stop_reason=None)
-    if resume and last is not None and last.exists():
-        ck = load_checkpoint(last, map_location=dev)
+    has_last = env.broadcast_object(resume and last is not None and last.exists())  # rank 0 decides, and sends the checkpoint
+    if has_last:
+        ck = env.broadcast_object(load_checkpoint(last, map_location="cpu" if ddp else dev) if env.is_main else None)
+        check(ck.get("world_size", 1) == env.world_size, f"{str(last)!r} was written by a run on {ck.get('world_size', 1)} processes; "
+                                                         f"resume it on as many (this run has {env.world_size}), or use another run folder.")
         check(ck["signature"] == sig, f"{str(last)!r} was written by a different model ({ck['model_class']}); "
                                       "use another run folder (run_name) or delete this one to start afresh.")
         saved = {**{f: getattr(TrainConfig(), f) for f in _RESULT_FIELDS}, **ck["key"]}  # fields added later: their defaults
@@ -372,31 +386,41 @@ def train(model: nn.Module,                  # a model that follows the model co
                         "(run_name), or delete it to start afresh.")
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
         _set_rng_state(ck["rng"], gen); st = ck["state"]
+        if ddp: _set_rank_rng_state(ck["rank_rng"][env.rank], neg_gen)
         if st["stop_reason"] == "max_epochs" and st["epoch"] < cfg.epochs: st["stop_reason"] = None  # more epochs asked
     else:
         seed_everything(cfg.seed)
+        if ddp: torch.manual_seed(rank_seed(cfg.seed, env.rank))  # distributed: dropout per rank
     val_cand = validation_negatives(split, cfg.n_neg if cfg.loss == "bce" else 1, seed=cfg.seed + 1)
     logq = torch.as_tensor(data.log_q(cfg.pool), dtype=torch.float32, device=dev) if cfg.logq and cfg.loss == "sampled_softmax" else None
     n_batches = math.ceil(len(data) / cfg.batch_size)
     mean_targets = float(data.lengths.sum()) / n_batches  # 'position' norm: a batch's loss weighs (its targets / this)
+    step_model = ddp_wrap(model, env, "training_loss") if ddp else None  # distributed: DDP all-reduces the gradients of training_loss
 
     def snapshot() -> dict:
+        rank_rng = env.all_gather_object(_rank_rng_state(neg_gen)) if ddp else None  # a collective: every rank calls it
         return dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=_rng_state(gen),
-                    state=st, key=key, config=asdict(cfg), signature=sig, model_class=type(model).__name__, n_items=split.n_items)
+                    state=st, key=key, config=asdict(cfg), signature=sig, model_class=type(model).__name__, n_items=split.n_items,
+                    world_size=env.world_size, rank_rng=rank_rng)
 
-    bar = tqdm(total=cfg.epochs, initial=st["epoch"], desc="epochs", unit="epoch", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.epochs, initial=st["epoch"], desc="epochs", unit="epoch", disable=not (cfg.progress and env.is_main), dynamic_ncols=True)
     try:
         while st["stop_reason"] is None and st["epoch"] < cfg.epochs:
             epoch = st["epoch"] + 1
             model.train(); t0 = time.perf_counter(); total, n_steps = 0.0, 0
             order = data.batch_order(cfg.batch_size, gen, cfg.bucket)
             for step, idx in enumerate(order, 1):
-                b = data.make_batch(idx, cfg.n_neg, gen, cfg.loss, cfg.pool)
+                mine = shard(idx, env) if ddp else idx  # distributed: this rank's users of the batch (a rank left without any steps with weight 0)
+                b = data.make_batch(mine if len(mine) else idx[:1], cfg.n_neg, neg_gen, cfg.loss, cfg.pool)
                 tb = TrainBatch(*(torch.from_numpy(a).to(dev) if a is not None else None for a in (b.users, b.seqs, b.pos, b.neg)),
                                 kind=cfg.loss, logq=logq)
-                loss = model.training_loss(tb)
-                if cfg.loss_norm == "position": loss = loss * (float((b.pos != 0).sum()) / mean_targets)
-                lv = float(loss.detach())
+                if ddp: loss, lv = ddp_loss(step_model(tb), int((b.pos != 0).sum()) if len(mine) else 0, env)  # weighted: the whole batch's gradient
+                else: loss = model.training_loss(tb)
+                if cfg.loss_norm == "position":
+                    w = float((b.pos != 0).sum() if not ddp else data.lengths[idx].sum()) / mean_targets  # the whole batch's targets
+                    loss = loss * w
+                    if ddp: lv *= w
+                if not ddp: lv = float(loss.detach())
                 if not math.isfinite(lv): raise _nonfinite_error("loss", lv, epoch, step, opt.param_groups[0]["lr"], run_dir)
                 opt.zero_grad(set_to_none=True); loss.backward()
                 gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf))  # the norm, clipped if asked
@@ -410,7 +434,7 @@ def train(model: nn.Module,                  # a model that follows the model co
                        train_seconds=time.perf_counter() - t0, steps=n_steps)
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 t1 = time.perf_counter()
-                row.update(validate(model, split, val_cand, max_len=cfg.max_len, batch_size=cfg.eval_batch_size))
+                row.update(validate(model, split, val_cand, max_len=cfg.max_len, batch_size=cfg.eval_batch_size, shard=env if ddp else None))
                 row["valid_seconds"] = time.perf_counter() - t1
                 score = row[f"valid/{cfg.metric}"]
                 if cfg.lr_patience: sched.step(row["valid_loss"] if cfg.lr_signal == "valid_loss" else score)  # 0: constant LR
@@ -422,8 +446,9 @@ def train(model: nn.Module,                  # a model that follows the model co
             if st["stop_reason"] is None and epoch >= cfg.epochs: st["stop_reason"] = "max_epochs"
             if run_dir is not None:
                 snap = snapshot()
-                if st["best_epoch"] == epoch: save_checkpoint(run_dir / "best.pt", snap)
-                save_checkpoint(last, snap)
+                if env.is_main:  # distributed: rank 0 writes
+                    if st["best_epoch"] == epoch: save_checkpoint(run_dir / "best.pt", snap)
+                    save_checkpoint(last, snap)
             if on_epoch is not None: on_epoch(row, st["history"])
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.4f}", **({f"v_{cfg.metric}": f"{row[f'valid/{cfg.metric}']:.4f}", "best": st["best_epoch"]} if "valid_loss" in row else {}))

@@ -17,9 +17,9 @@ from torch import nn
 from .core import SageRecError, check
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'left_pad', 'length_batches', 'mask_history_', 'target_ranks', 'metrics_from_ranks', 'UnseenSampler',
-           'sampled_candidates', 'model_max_len', 'rank_users', 'protocol_label', 'stage_data', 'evaluate',
-           'LastItemModel']
+__all__ = ['MAX_BLOCK', 'PROTOCOLS', 'left_pad', 'length_batches', 'mask_history_', 'target_ranks', 'metrics_from_ranks',
+           'UnseenSampler', 'sampled_candidates', 'model_max_len', 'rank_users', 'protocol_label', 'stage_data',
+           'evaluate', 'LastItemModel']
 
 # %% ../nbs/07_evaluate.ipynb #963a78b2
 def left_pad(seqs: Sequence[np.ndarray],  # item-id sequences (any lengths, may be empty)
@@ -139,7 +139,7 @@ def sampled_candidates(full_seqs: Sequence[np.ndarray],  # per user: the whole s
     negs = UnseenSampler(full_seqs, n_items).sample(np.arange(len(full_seqs)), n, np.random.default_rng(seed), distinct=True)
     return np.concatenate([np.asarray(targets, dtype=np.int64)[:, None], negs], axis=1)
 
-# %% ../nbs/07_evaluate.ipynb #15b6e52f
+# %% ../nbs/07_evaluate.ipynb #33852a60
 def model_max_len(model: nn.Module) -> int:
     "The longest input a model accepts (`model.max_len` or `model.cfg.max_len`)."
     for m in (getattr(model, "max_len", None), getattr(getattr(model, "cfg", None), "max_len", None)):
@@ -149,6 +149,52 @@ def model_max_len(model: nn.Module) -> int:
 def _device_of(model: nn.Module) -> torch.device:
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
+
+MAX_BLOCK = 2**25  # scores held at once during full ranking (128 MiB of float32); above it, items are walked in blocks
+
+def _blocked(model: nn.Module, n_cols: int, batch_size: int, item_block: int | None) -> int | None:
+    "Items per block for full ranking, or None for one `score_all` call."
+    can = hasattr(model, "user_states") and hasattr(model, "score_items") and hasattr(model, "n_items")
+    if item_block is not None:
+        check(int(item_block) >= 1, f"item_block must be >= 1, got {item_block}.")
+        check(can, f"item_block={item_block} needs a model with user_states(), score_items() and n_items "
+                   f"(SeqRecModel has them); {type(model).__name__} can only score_all().")
+        return None if item_block >= n_cols else int(item_block)
+    if not can or batch_size * n_cols <= MAX_BLOCK: return None  # one (B, N+1) block
+    return max(1, MAX_BLOCK // batch_size)
+
+def _block_ranks(model: nn.Module, seqs: torch.Tensor, tgt: torch.Tensor, hist: torch.Tensor | None,
+                 gather: torch.Tensor | None, block: int, ties: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    "Ranks (and raw gathered scores) of one user batch, walking the items in blocks of `block` (see above)."
+    z = model.user_states(seqs)                                         # (B, D)
+    n_cols, B, dev = model.n_items + 1, seqs.shape[0], seqs.device
+    rows = torch.arange(B, device=dev)
+    t = torch.empty(B, device=dev)                                       # (B,) each target's own score
+    got = torch.empty(gather.shape, device=dev) if gather is not None else None
+    for lo in range(0, n_cols, block):                                   # walk 1: target (and gathered) scores
+        hi = min(lo + block, n_cols)
+        s = model.score_items(z, lo, hi).float()                         # (B, C)
+        if torch.isnan(s.amax(1)).any():
+            raise SageRecError("The model produced NaN scores, so ranks are undefined. The weights have diverged: "
+                               "retrain with a lower learning rate, or check the checkpoint you loaded.")
+        inb = (tgt >= lo) & (tgt < hi)                                   # (B,)
+        t[inb] = s[rows[inb], tgt[inb] - lo]
+        if gather is not None:
+            r, c = ((gather >= lo) & (gather < hi)).nonzero(as_tuple=True)
+            got[r, c] = s[r, gather[r, c] - lo]
+    rank = torch.zeros(B, dtype=torch.int64, device=dev)
+    for lo in range(0, n_cols, block):                                   # walk 2: count what beats each target
+        hi = min(lo + block, n_cols)
+        s = model.score_items(z, lo, hi).float()                         # (B, C), the same call as in walk 1
+        if hist is not None:                                             # the user's history is out of play
+            r, c = ((hist >= lo) & (hist < hi)).nonzero(as_tuple=True)
+            s[r, hist[r, c] - lo] = float("-inf")
+        if lo == 0: s[:, 0] = float("-inf")                              # padding never counts
+        inb = (tgt >= lo) & (tgt < hi)
+        s[rows[inb], tgt[inb] - lo] = float("-inf")                      # the target does not beat itself
+        beats = s >= t[:, None] if ties == "pessimistic" else s > t[:, None]
+        rank += beats.sum(1)
+    return rank, got
 
 @torch.no_grad()
 def rank_users(model: nn.Module,                          # follows the model contract
@@ -161,11 +207,14 @@ def rank_users(model: nn.Module,                          # follows the model co
                max_len: int | None = None,                # input cut; default: the model's max_len
                batch_size: int = 1024,                    # users per forward pass
                device: torch.device | str | None = None,  # default: the model's device
+               item_block: int | None = None,             # full ranking: items per block (None: blocks only when B x (N+1) > MAX_BLOCK)
+               shard=None,                                # rank this process's share of the users and sum across processes (see above)
               ) -> tuple[np.ndarray, np.ndarray | None]:
     "0-based rank of each user's target (and the gathered raw scores, if asked)."
     U = len(inputs); targets = np.asarray(targets, dtype=np.int64)
     check(len(targets) == U, f"{U} input sequences but {len(targets)} targets: pass one target per user.")
     check(U > 0, "No users to evaluate.")
+    check(ties in ("pessimistic", "optimistic"), f"ties must be 'pessimistic' or 'optimistic', got {ties!r}.")
     lens = np.fromiter((len(s) for s in inputs), dtype=np.int64, count=U)
     check(lens.min() > 0, f"{int((lens == 0).sum())} users have an empty input sequence; leave-one-out needs at "
                           "least one item before the target (filter users with fewer than 3 interactions).")
@@ -174,31 +223,41 @@ def rank_users(model: nn.Module,                          # follows the model co
               "candidates must have one row per user with the target in column 0 (see sampled_candidates).")
     max_len = max_len or model_max_len(model)
     dev = torch.device(device) if device is not None else _device_of(model)
+    block = None if candidates is not None else _blocked(model, int(getattr(model, "n_items", 0)) + 1, min(batch_size, U), item_block)
     was_training = model.training; model.eval()
-    ranks = np.empty(U, dtype=np.int64)
-    got = np.empty(gather.shape, dtype=np.float32) if gather is not None else None
+    ranks = np.zeros(U, dtype=np.int64)
+    got = np.zeros(gather.shape, dtype=np.float32) if gather is not None else None
+    batches = length_batches(np.minimum(lens, max_len), batch_size)
+    if shard is not None: batches = batches[shard.rank::shard.world_size]
     try:
-        for idx in length_batches(np.minimum(lens, max_len), batch_size):
+        for idx in batches:
             seqs = torch.from_numpy(left_pad([inputs[i] for i in idx], max_len)).to(dev)   # (B, L)
             tgt = torch.from_numpy(targets[idx]).to(dev)                                  # (B,)
+            hist = (torch.from_numpy(left_pad([inputs[i] for i in idx], max_len=int(lens[idx].max()))).to(dev)  # (B, H) whole history
+                    if mask_history and candidates is None else None)
             if candidates is not None:
                 cand = torch.from_numpy(candidates[idx]).to(dev)                          # (B, C)
                 sc = model.score_candidates(seqs, cand).float()                          # (B, C)
                 r = target_ranks(sc, torch.zeros_like(tgt), ties)
                 if gather is not None: got[idx] = model.score_candidates(seqs, torch.from_numpy(gather[idx]).to(dev)).float().cpu().numpy()
+            elif block is not None:
+                g = torch.from_numpy(gather[idx]).to(dev) if gather is not None else None
+                r, gb = _block_ranks(model, seqs, tgt, hist, g, block, ties)
+                if gather is not None: got[idx] = gb.cpu().numpy()
             else:
                 sc = model.score_all(seqs).float()                                       # (B, N+1)
                 if gather is not None: got[idx] = sc.gather(1, torch.from_numpy(gather[idx]).to(dev)).cpu().numpy()
-                if mask_history:
-                    hist = torch.from_numpy(left_pad([inputs[i] for i in idx], max_len=int(lens[idx].max()))).to(dev)  # (B, H) whole history
-                    mask_history_(sc, hist, tgt)
+                if hist is not None: mask_history_(sc, hist, tgt)
                 r = target_ranks(sc, tgt, ties)
             ranks[idx] = r.cpu().numpy()
     finally:
         model.train(was_training)
+    if shard is not None:  # every user was ranked by exactly one process; the others contribute 0
+        ranks = shard.all_sum(ranks)
+        if got is not None: got = shard.all_sum(got)
     return ranks, got
 
-# %% ../nbs/07_evaluate.ipynb #3a19b492
+# %% ../nbs/07_evaluate.ipynb #8d22aa5f
 PROTOCOLS = ("full", "sampled100")
 
 def protocol_label(protocol: str = "full", mask_history: bool = True) -> str:
@@ -224,6 +283,8 @@ def evaluate(model: nn.Module,               # follows the model contract
              batch_size: int = 1024,         # users per forward pass
              device=None,                    # default: the model's device
              return_ranks: bool = False,     # also return the per-user ranks (for paired tests)
+             item_block: int | None = None,  # full ranking: items per block (None: automatic, see `rank_users`)
+             shard=None,                     # a `sagerec.distributed.DistEnv`: rank this process's users, gather all
             ) -> dict:
     "Recall@k and NDCG@k of `model` on one stage of `split` under one protocol, averaged over users."
     label = protocol_label(protocol, mask_history)
@@ -233,12 +294,12 @@ def evaluate(model: nn.Module,               # follows the model contract
         full = [np.append(s, t) for s, t in zip(split.test_input, split.test_target)]  # every item the user touched
         cand = sampled_candidates(full, targets, split.n_items, n_candidates, seed)
     ranks, _ = rank_users(model, inputs, targets, mask_history=mask_history, candidates=cand, ties=ties,
-                          max_len=max_len, batch_size=batch_size, device=device)
+                          max_len=max_len, batch_size=batch_size, device=device, item_block=item_block, shard=shard)
     out = {**metrics_from_ranks(ranks, ks), "n_users": int(len(ranks)), "protocol": label, "stage": stage}
     if return_ranks: out["ranks"] = ranks
     return out
 
-# %% ../nbs/07_evaluate.ipynb #f3af4cc9
+# %% ../nbs/07_evaluate.ipynb #11cb7402
 class LastItemModel(nn.Module):
     "A minimal contract-following model for examples and tests: score = e(last item) . e(item)."
     def __init__(self, n_items: int, dim: int = 8, max_len: int = 50):
@@ -247,9 +308,12 @@ class LastItemModel(nn.Module):
         self.emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
     def item_embeddings(self) -> torch.Tensor: return self.emb.weight                           # (N+1, D)
     def encode(self, seqs: torch.Tensor) -> torch.Tensor: return self.emb(seqs)                # (B, L, D)
-    def score_all(self, seqs: torch.Tensor) -> torch.Tensor:
-        s = self.encode(seqs)[:, -1] @ self.item_embeddings().T                                 # (B, N+1)
-        s[:, 0] = float("-inf"); return s
+    def user_states(self, seqs: torch.Tensor) -> torch.Tensor: return self.encode(seqs)[:, -1]  # (B, D)
+    def score_items(self, z: torch.Tensor, lo: int, hi: int) -> torch.Tensor:                   # (B, hi-lo) items lo..hi-1
+        s = z @ self.item_embeddings()[lo:hi].T
+        if lo == 0: s[:, 0] = float("-inf")
+        return s
+    def score_all(self, seqs: torch.Tensor) -> torch.Tensor: return self.score_items(self.user_states(seqs), 0, self.n_items + 1)  # (B, N+1)
     def score_candidates(self, seqs: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         return (self.emb(cand) * self.encode(seqs)[:, -1:]).sum(-1)                             # (B, C)
     def loss(self, seqs, pos, neg) -> torch.Tensor:

@@ -80,7 +80,7 @@ class TrainBatch:
     kind: str = "bce"  # the objective, one of LOSSES
     logq: Tensor | None = None  # (N+1,) log-probability with which the pool sampler draws each item (logQ correction), or None
 
-# %% ../nbs/06_model.ipynb #95c6afe9
+# %% ../nbs/06_model.ipynb #c18ac642
 _optimizer_steps = [0]  # steps taken by any torch optimizer in this process
 
 def _count_optimizer_step(optimizer, args, kwargs): _optimizer_steps[0] += 1
@@ -198,14 +198,20 @@ class SeqRecModel(nn.Module):
         "What the trainer minimises for one batch: `loss` with the batch's negatives. Override to add or replace terms."
         return self.loss(batch.seqs, batch.pos, batch.neg, kind=batch.kind, logq=batch.logq)
 
+    def user_states(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, D)
+        "The hidden state after the last position of each sequence: what `score_items` scores items against."
+        self._check_ids(seqs, "seqs")
+        return self.encode_with(seqs, self.tables()[0])[:, -1]
+
+    def score_items(self, states: Tensor, lo: int, hi: int) -> Tensor:  # (B, D) -> (B, hi - lo)
+        "Scores of items lo..hi-1 for `user_states`; column 0 (padding) is -inf. Full ranking walks large catalogues in blocks with it."
+        s = states @ self.tables()[1][lo:hi].T  # (B, hi - lo)
+        if lo == 0: s[:, 0] = float("-inf")
+        return s
+
     def score_all(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, N+1)
         "Scores of every item after the last position of each sequence; column 0 (padding) is -inf."
-        self._check_ids(seqs, "seqs")
-        inp, out = self.tables()
-        z = self.encode_with(seqs, inp)[:, -1]  # (B, D)
-        s = z @ out.T  # (B, N+1)
-        s[:, 0] = float("-inf")
-        return s
+        return self.score_items(self.user_states(seqs), 0, self.n_items + 1)
 
     def score_candidates(self, seqs: Tensor, cand: Tensor) -> Tensor:  # (B, L), (B, C) -> (B, C)
         "Scores of the candidate items `cand` after the last position; candidate id 0 gets -inf."
