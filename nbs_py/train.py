@@ -14,6 +14,18 @@
 # `learning_curve.png`, and the checkpoints `best.pt` / `last.pt`. Starting the same run again continues
 # from `last.pt` (e.g. after a crash or a kill).
 
+# %% [markdown]
+# **Several processes or GPUs (PyTorch DDP).** This notebook is the single-process entry point. The same pipeline runs
+# under `torchrun` through the module `sagerec.distributed`, with this notebook's parameter names and flags (variants
+# `sagerec`, `sasrec`, `fixed_edges`, `no_position`); `nccl` is used on GPUs and `gloo` on CPUs, rank 0 writes the
+# same run folder, and the same command resumes (see `nbs/17_distributed.ipynb`):
+#
+# ```
+# torchrun --standalone --nproc_per_node 4 -m sagerec.distributed -p dataset beauty -f configs/beauty.yaml      # one machine, 4 GPUs
+# torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr HOST0 --master_port 29500 \
+#          -m sagerec.distributed -p dataset beauty -f configs/beauty.yaml                                      # machine 0 of 2 (machine 1: --node_rank 1)
+# ```
+
 # %%
 from typing import Optional  # papermill reads the types of the parameters below; it cannot parse `str | None`
 

@@ -39,7 +39,7 @@ def test_ddp_step_equals_single_process_step(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_ddp_step_on_one_gpu(tmp_path):
+def test_cuda_ddp_step_one_process(tmp_path):
     "torchrun with one process on the GPU (nccl): the DDP step equals the plain step there, and the CPU's to float tolerance."
     run2("step", tmp_path / "step.json", "cuda", procs=1)
     r = json.loads((tmp_path / "step.json").read_text())
