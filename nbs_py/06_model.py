@@ -9,7 +9,9 @@
 #| export
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import importlib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from sagerec.core import check
+from sagerec.core import SageRecError, check
 from sagerec.encoder import SASRecEncoder
 from sagerec.propagation import NODE_DROPOUT_MODES, GraphPropagation
 
@@ -106,24 +108,31 @@ test_fail(lambda: ModelConfig(dropout=1.0), contains="dropout=1.0 must be in [0,
 # %% [markdown]
 # ## The model contract
 #
-# Every sequential recommender in this project (SAGERec, its ablations, later baselines) is a `SeqRecModel`.
-# A subclass says how to build its two item tables for a step (`compute_tables`: the input table fed to the
-# encoder and the output table used for scores), how to encode a batch given the input table (`encode_with`),
-# its regulariser (`l2_penalty`) and its initialisation (`reset_parameters`). The base class provides what the
-# trainer and the evaluator call:
+# Every recommender in this project (SAGERec, its ablations, every baseline) is a `SeqRecModel`, built as
+# `Model(n_items, cfg, graph, n_users)`. A subclass registers its item table with `self.item_table()` (which also puts
+# the graph layer in front of it when `cfg.graph_mode != "none"`: the graph plug-in, no code in the model), and says
+# how to encode a batch given the input table (`encode_with`), its regulariser (`l2_penalty`) and its
+# initialisation (`reset_parameters`). It may override: `output_table()` (a separate output table, e.g. Caser's),
+# `encode_last()` (the state scores are taken from, e.g. BERT4Rec's appended mask), `training_loss(batch)` (to add a
+# term or replace the objective) and `compute_tables()` (a model without an item table). The base class provides
+# what the trainer and the evaluator call:
 #
 # | call | shapes | meaning |
 # |---|---|---|
-# | `item_embeddings()` | (N+1, D) | input item table of this step (graph-enhanced for SAGERec) |
-# | `output_embeddings()` | (N+1, D) | the table scores are taken against |
-# | `encode(seqs)` | (B, L) -> (B, L, D) | hidden state per position of a left-padded batch, L <= max_len |
-# | `loss(seqs, pos, neg, kind)` | (B, L), (B, L), negatives -> () | the objective `kind` on every position with `pos != 0`, plus L2 |
-# | `training_loss(batch)` | `TrainBatch` -> () | what the trainer minimises; default: `loss` with the batch's negatives |
-# | `score_all(seqs)` | (B, L) -> (B, N+1) | scores of every item after the last position; column 0 is `-inf` |
-# | `user_states(seqs)`, `score_items(states, lo, hi)` | (B, L) -> (B, D) -> (B, hi-lo) | the same scores for items lo..hi-1 only (full ranking over large catalogues, in blocks) |
-# | `score_candidates(seqs, cand)` | (B, L), (B, C) -> (B, C) | scores of given items (id 0 -> `-inf`) |
+# | `item_embeddings()` | (N+1, D) | input item table of this step (graph-enhanced when the graph is on) |
+# | `output_embeddings()` | (N+1, D') | the table scores are taken against |
+# | `encode(seqs, users=None)` | (B, L) -> (B, L, D') | hidden state per position of a left-padded batch, L <= max_len |
+# | `training_loss(batch)` | `TrainBatch` -> () | what the trainer minimises; default: `loss(...)` |
+# | `loss(seqs, pos, neg, kind, logq, users)` | (B, L), (B, L), negatives -> () | the objective `kind` on every position with `pos != 0`, plus L2 |
+# | `score_all(seqs, users=None)` | (B, L) -> (B, N+1) | scores of every item after the last position; column 0 is `-inf` |
+# | `user_states(seqs, users=None)`, `score_items(states, lo, hi)` | (B, L) -> (B, D') -> (B, hi-lo) | the same scores for items lo..hi-1 only (full ranking over large catalogues, in blocks) |
+# | `score_candidates(seqs, cand, users=None)` | (B, L), (B, C) -> (B, C) | scores of given items (id 0 -> `-inf`) |
 #
-# **Loss.** At every position $t$ with a target (`pos[b, t] != 0`), with hidden state $z_t$ and output table $e$:
+# **Users.** `users` are row indices of the split (`0..n_users-1`, as in `TrainBatch.users` and in evaluation). Most
+# models ignore them; a model whose scores depend on the user (BPR, Caser) sets `needs_users = True`, gets `n_users`
+# from `build_model(..., n_users=split.n_users)` and receives `users` in `encode_with`. The evaluator always passes them.
+#
+# **Loss** (`kind="bce"`). At every position $t$ with a target (`pos[b, t] != 0`), with hidden state $z_t$ and output table $e$:
 # $-\log\sigma(z_t \cdot e_{pos}) - \frac1K\sum_k \log(1 - \sigma(z_t \cdot e_{neg_k}))$, averaged over those positions
 # (SASRec's loss; with one negative it is exactly SASRec's two BCE means). Any number K of negatives per position
 # works; the trainer draws them. Negatives at positions without a target are ignored.
@@ -159,7 +168,7 @@ LOSSES = ("bce", "ce", "sampled_softmax")
 @dataclass
 class TrainBatch:
     "One training step's tensors, on the model's device (built by the trainer)."
-    users: Tensor  # (B,) user indices
+    users: Tensor  # (B,) user indices (row indices of the split)
     seqs: Tensor  # (B, L) input items, left-padded with 0
     pos: Tensor  # (B, L) next item per position, 0 = no target
     neg: Tensor | None  # 'bce': (B, L, K) per-position negatives; 'sampled_softmax': (P,) shared pool; 'ce': None
@@ -177,22 +186,76 @@ def _count_optimizer_step(optimizer, args, kwargs): _optimizer_steps[0] += 1
 # their version counters, so every optimiser step is also counted here, through torch's global step hook.
 _step_hook = register_optimizer_step_post_hook(_count_optimizer_step)
 
+def coerce_config(config_class: type, cfg: Any = None) -> ModelConfig:
+    "`cfg` as an instance of `config_class`: None -> defaults; a dict -> overrides; another `ModelConfig` -> its shared fields."
+    if isinstance(cfg, config_class): return cfg
+    names = {f.name for f in fields(config_class)}
+    if cfg is None: kw = {}
+    elif isinstance(cfg, dict): kw = dict(cfg)
+    elif isinstance(cfg, ModelConfig): kw = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in names}
+    else: raise SageRecError(f"cfg must be a {config_class.__name__}, a ModelConfig or a dict of overrides; got {type(cfg).__name__}.")
+    bad = sorted(set(kw) - names)
+    check(not bad, f"Unknown setting(s) {bad} for {config_class.__name__}: use some of {sorted(names)}.")
+    return config_class(**kw)
+
+
 class SeqRecModel(nn.Module):
-    "Base class of every sequential recommender: the model contract used by training and evaluation."
-    def __init__(self, n_items: int):  # items are 1..n_items, 0 = padding
+    "Base class of every recommender: the model contract used by training and evaluation, and the graph plug-in."
+    config_class: type = ModelConfig  # the model's configuration dataclass (a ModelConfig subclass for model-specific settings)
+    needs_users: bool = False  # True: scores depend on the user (needs n_users; receives `users` in encode_with)
+    graph_plugin: bool = True  # accepts the graph layer in front of its item table (False: a model defined by having none)
+
+    def __init__(self,
+                 n_items: int,  # items are 1..n_items, 0 = padding
+                 cfg: Any = None,  # a `config_class` instance, a ModelConfig (shared fields), a dict of overrides, or None
+                 graph: Any = None,  # ItemGraph with N + 1 nodes; used when cfg.graph_mode != "none"
+                 n_users: int | None = None,  # users are 0..n_users-1; needed when `needs_users`
+                ):
         super().__init__()
         check(int(n_items) >= 1, f"n_items={n_items}: a model needs at least one item.")
         self.n_items = int(n_items)
+        self.cfg = coerce_config(type(self).config_class, cfg)
+        check(not self.needs_users or (n_users is not None and int(n_users) >= 1),
+              f"{type(self).__name__} learns a vector per user: pass n_users (e.g. build_model(..., n_users=split.n_users)).")
+        self.n_users = int(n_users) if n_users is not None else None
+        self._graph_data, self.graph = graph, None
         self._cache: tuple | None = None
 
     # --- what a subclass defines
-    def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # input (N+1, D), output (N+1, D)
+    def item_table(self, dim: int | None = None) -> nn.Embedding:
+        "Register `self.item_emb` (N+1, dim), row 0 = padding, and the graph layer in front of it unless `cfg.graph_mode == 'none'`."
+        cfg, graph, n = self.cfg, self._graph_data, self.n_items
+        dim = dim or cfg.dim
+        self.item_emb = nn.Embedding(n + 1, dim, padding_idx=0)  # E^(0)
+        if cfg.graph_mode != "none":
+            check(graph is not None, f"graph_mode={cfg.graph_mode!r} needs the item graph: pass graph=build_graph(...) from "
+                                     "sagerec.graph, or use graph_mode='none' (build_model('sasrec', ...) for SAGERec without graph).")
+            check(int(graph.num_nodes) == n + 1, f"The graph has {int(graph.num_nodes)} nodes but the model has "
+                  f"{n} items (+1 padding = {n + 1}): build the graph from this dataset's item embeddings.")
+            self.graph = GraphPropagation(graph, dim, mode=cfg.graph_mode, n_layers=cfg.n_graph_layers,
+                                          edge_dropout=cfg.edge_dropout, node_dropout=cfg.node_dropout,
+                                          node_dropout_mode=cfg.node_dropout_mode, symmetric=cfg.symmetric_edges)
+        return self.item_emb
+
+    def output_table(self) -> Tensor | None:  # (N+1, D') or None
+        "A separate output table (default None: scores use the item table, graph-enhanced or raw per `cfg.output_embedding`)."
+        return None
+
+    def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # input (N+1, D), output (N+1, D')
         "The input and output item tables for this step (no caching); only the ids in `rows` must be right, if given."
+        raw = self.item_emb.weight  # (N+1, D)
+        inp = raw if self.graph is None else self.graph(raw, rows)  # (N+1, D), exact at `rows`
+        out = self.output_table()
+        if out is not None: return inp, out
+        return inp, (inp if self.cfg.output_embedding == "graph" else raw)
+
+    def encode_with(self, seqs: Tensor, table: Tensor, users: Tensor | None = None) -> Tensor:  # (B, L) -> (B, L, D')
+        "Hidden states of a left-padded batch, looking items up in `table` (`users`: (B,) row indices, for models that need them)."
         raise NotImplementedError
 
-    def encode_with(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) with table (N+1, D) -> (B, L, D)
-        "Hidden states of a left-padded batch, looking items up in `table`."
-        raise NotImplementedError
+    def encode_last(self, seqs: Tensor, table: Tensor, users: Tensor | None = None) -> Tensor:  # (B, L) -> (B, D')
+        "The state scores are taken from: by default the hidden state at the last position."
+        return self.encode_with(seqs, table, users)[:, -1]
 
     def l2_penalty(self) -> Tensor:  # ()
         "The regulariser added to the loss (default: none)."
@@ -208,7 +271,7 @@ class SeqRecModel(nn.Module):
 
     restrict_to_batch: bool = True  # loss(): compute only the table rows the batch uses (exact; False: whole tables)
 
-    def tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # input (N+1, D), output (N+1, D)
+    def tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # input (N+1, D), output (N+1, D')
         "`compute_tables(rows)`; in eval mode without gradients, the whole tables, cached until a parameter changes."
         if self.training or torch.is_grad_enabled(): return self.compute_tables(rows)
         key = self._state_key()
@@ -224,12 +287,20 @@ class SeqRecModel(nn.Module):
         return super().train(mode)
 
     def item_embeddings(self) -> Tensor: return self.tables()[0]  # (N+1, D)
-    def output_embeddings(self) -> Tensor: return self.tables()[1]  # (N+1, D)
+    def output_embeddings(self) -> Tensor: return self.tables()[1]  # (N+1, D')
 
-    def encode(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, L, D)
+    def _check_users(self, users: Tensor | None, B: int) -> Tensor | None:
+        if not self.needs_users: return users
+        check(users is not None, f"{type(self).__name__} scores depend on the user: pass users=(B,) row indices of the split.")
+        check(users.shape == (B,) and not users.is_floating_point(), f"users must be a (B,) = ({B},) integer tensor; got {users.dtype} {tuple(users.shape)}.")
+        check(int(users.min()) >= 0 and int(users.max()) < self.n_users, f"User indices must be in 0..{self.n_users - 1}; "
+              f"got {int(users.min())}..{int(users.max())}. Was the model built for this split?")
+        return users
+
+    def encode(self, seqs: Tensor, users: Tensor | None = None) -> Tensor:  # (B, L) -> (B, L, D')
         "Hidden state per position of a left-padded batch of item ids."
         self._check_ids(seqs, "seqs")
-        return self.encode_with(seqs, self.item_embeddings())
+        return self.encode_with(seqs, self.item_embeddings(), self._check_users(users, seqs.shape[0]))
 
     def _check_ids(self, *named) -> Tensor:  # all the ids, flattened
         for t, name in zip(named[::2], named[1::2]):
@@ -240,12 +311,17 @@ class SeqRecModel(nn.Module):
                                                          "Was the model built for this dataset?")
         return ids
 
+    def training_loss(self, batch: TrainBatch) -> Tensor:  # ()
+        "What the trainer minimises (default: the shared `loss`); override to add a term or replace the objective."
+        return self.loss(batch.seqs, batch.pos, batch.neg, kind=batch.kind, logq=batch.logq, users=batch.users)
+
     def loss(self,
              seqs: Tensor,  # (B, L) input items, left-padded with 0
              pos: Tensor,  # (B, L) next item at each position, 0 = no target (ignored)
              neg: Tensor | None = None,  # 'bce': (B, L, K) or (B, L) per position; 'sampled_softmax': (P,) pool; 'ce': unused
              kind: str = "bce",  # the objective: 'bce' (paper), 'ce' (full softmax), 'sampled_softmax'
              logq: Tensor | None = None,  # 'sampled_softmax': (N+1,) log-probability of each item under the pool sampler (logQ)
+             users: Tensor | None = None,  # (B,) row indices of the split, for models whose scores depend on the user
             ) -> Tensor:  # () the objective over positions with a target, plus the L2 term
         "The objective `kind` on every position that has a target, plus `l2_penalty()`."
         check(kind in LOSSES, f"loss kind={kind!r}: use one of {LOSSES}.")
@@ -261,62 +337,133 @@ class SeqRecModel(nn.Module):
         named = (seqs, "seqs", pos, "pos") + ((neg.reshape(1, -1) if kind == "sampled_softmax" else neg, "neg") if kind != "ce" else ())
         ids = self._check_ids(*named)
         inp, out = self.tables(ids if self.restrict_to_batch and kind != "ce" else None)
-        h = self.encode_with(seqs, inp)  # (B, L, D)
+        h = self.encode_with(seqs, inp, self._check_users(users, seqs.shape[0]))  # (B, L, D')
+        return self.objective(h, out, pos, neg, kind, logq) + self.l2_penalty()
+
+    def objective(self,
+                  h: Tensor,  # (B, L, D') hidden states
+                  out: Tensor,  # (N+1, D') output table
+                  pos: Tensor,  # (B, L) target per position, 0 = none
+                  neg: Tensor | None,  # as in `loss`
+                  kind: str = "bce",  # as in `loss`
+                  logq: Tensor | None = None,  # as in `loss`
+                 ) -> Tensor:  # ()
+        "The objective `kind` of hidden states `h` against the table `out` at the positions where `pos != 0` (no L2)."
         valid = pos != 0  # (B, L)
         hv, target = h[valid], pos[valid]  # (n, D), (n,)
         check(hv.shape[0] > 0, "The batch has no position with a target (pos is all 0): each row needs at least one target.")
         pos_logit = (hv * F.embedding(target, out, padding_idx=0)).sum(-1)  # (n,)
         if kind == "bce":
+            if neg.ndim == 2: neg = neg[..., None]  # (B, L, 1)
             neg_logit = torch.einsum("nd,nkd->nk", hv, F.embedding(neg[valid], out, padding_idx=0))  # (n, K)
-            obj = (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
-                   + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))
-        elif kind == "ce":
+            return (F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
+                    + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit)))
+        if kind == "ce":
             logits = hv @ out.T  # (n, N+1)
             logits[:, 0] = float("-inf")  # padding is no class
-            obj = F.cross_entropy(logits, target)
-        else:
-            neg_logit = hv @ F.embedding(neg, out).T  # (n, P)
-            if logq is not None: pos_logit, neg_logit = pos_logit - logq[target], neg_logit - logq[neg]  # logQ correction
-            neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], float("-inf"))  # accidental hits
-            logits = torch.cat([pos_logit[:, None], neg_logit], 1)  # (n, 1 + P), the target in column 0
-            obj = F.cross_entropy(logits, torch.zeros_like(target))
-        return obj + self.l2_penalty()
+            return F.cross_entropy(logits, target)
+        neg_logit = hv @ F.embedding(neg, out).T  # (n, P)
+        if logq is not None: pos_logit, neg_logit = pos_logit - logq[target], neg_logit - logq[neg]  # logQ correction
+        neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], float("-inf"))  # accidental hits
+        logits = torch.cat([pos_logit[:, None], neg_logit], 1)  # (n, 1 + P), the target in column 0
+        return F.cross_entropy(logits, torch.zeros_like(target))
 
-    def training_loss(self, batch: TrainBatch) -> Tensor:  # ()
-        "What the trainer minimises for one batch: `loss` with the batch's negatives. Override to add or replace terms."
-        return self.loss(batch.seqs, batch.pos, batch.neg, kind=batch.kind, logq=batch.logq)
-
-    def user_states(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, D)
-        "The hidden state after the last position of each sequence: what `score_items` scores items against."
+    def user_states(self, seqs: Tensor, users: Tensor | None = None) -> Tensor:  # (B, L) -> (B, D')
+        "The state after the last position of each sequence (`encode_last`): what `score_items` scores items against."
         self._check_ids(seqs, "seqs")
-        return self.encode_with(seqs, self.tables()[0])[:, -1]
+        return self.encode_last(seqs, self.tables()[0], self._check_users(users, seqs.shape[0]))
 
-    def score_items(self, states: Tensor, lo: int, hi: int) -> Tensor:  # (B, D) -> (B, hi - lo)
+    def score_items(self, states: Tensor, lo: int, hi: int) -> Tensor:  # (B, D') -> (B, hi - lo)
         "Scores of items lo..hi-1 for `user_states`; column 0 (padding) is -inf. Full ranking walks large catalogues in blocks with it."
         s = states @ self.tables()[1][lo:hi].T  # (B, hi - lo)
         if lo == 0: s[:, 0] = float("-inf")
         return s
 
-    def score_all(self, seqs: Tensor) -> Tensor:  # (B, L) -> (B, N+1)
+    def score_all(self, seqs: Tensor, users: Tensor | None = None) -> Tensor:  # (B, L) -> (B, N+1)
         "Scores of every item after the last position of each sequence; column 0 (padding) is -inf."
-        return self.score_items(self.user_states(seqs), 0, self.n_items + 1)
+        return self.score_items(self.user_states(seqs, users), 0, self.n_items + 1)
 
-    def score_candidates(self, seqs: Tensor, cand: Tensor) -> Tensor:  # (B, L), (B, C) -> (B, C)
+    def score_candidates(self, seqs: Tensor, cand: Tensor, users: Tensor | None = None) -> Tensor:  # (B, L), (B, C) -> (B, C)
         "Scores of the candidate items `cand` after the last position; candidate id 0 gets -inf."
         self._check_ids(seqs, "seqs", cand, "cand")
         inp, out = self.tables()
-        z = self.encode_with(seqs, inp)[:, -1]  # (B, D)
+        z = self.encode_last(seqs, inp, self._check_users(users, seqs.shape[0]))  # (B, D')
         s = torch.einsum("bd,bcd->bc", z, F.embedding(cand, out))  # (B, C)
         return s.masked_fill(cand == 0, float("-inf"))
+
+
+# %% [markdown]
+# ## The model registry
+#
+# The registry is the single source of model names: `build_model`, `nbs/train.ipynb -p model <name>`,
+# `configs/models/<name>.yaml`, the one-epoch test of every model (`tests/test_models.py`) and the reports all
+# read it. A model joins it with one decorator in its own notebook, `@register_model("name", paper="...")`;
+# `registered_models()` imports every module of the package whose source registers a model (a text scan for the
+# decorator, so heavy modules such as `sagerec.embed` are never imported), so a new notebook needs no other edit.
+
+# %%
+#| export
+@dataclass(frozen=True)
+class ModelSpec:
+    "A registered model: its name, class and the paper it follows."
+    name: str  # what build_model, train.ipynb's `model` and configs/models/<name>.yaml use
+    cls: type  # a SeqRecModel subclass, built as cls(n_items, cfg, graph, n_users)
+    paper: str = ""  # the paper whose objective and hyperparameters it follows
+
+    @property
+    def config_class(self) -> type: return self.cls.config_class  # its configuration dataclass
+    @property
+    def graph_by_default(self) -> bool: return self.cls.graph_plugin and self.config_class().graph_mode != "none"  # graph on unless asked otherwise
+    @property
+    def needs_users(self) -> bool: return self.cls.needs_users
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+def register_model(name: str,  # the model's name (lower case)
+                   paper: str = "",  # citation of the paper it follows
+                  ):
+    "Class decorator: make a `SeqRecModel` subclass buildable by `build_model(name, ...)`."
+    def deco(cls):
+        check(isinstance(cls, type) and issubclass(cls, SeqRecModel), f"register_model({name!r}) decorates SeqRecModel subclasses, not {cls!r}.")
+        old = _REGISTRY.get(name)
+        if old is not None and old.cls.__qualname__ != cls.__qualname__:  # the same class again (a re-run cell, a reload) is fine
+            raise SageRecError(f"Model name {name!r} is already taken by {old.cls.__module__}.{old.cls.__qualname__}: pick another name.")
+        _REGISTRY[name] = ModelSpec(name, cls, paper)
+        return cls
+    return deco
+
+def _import_model_modules() -> None:
+    "Import the package's modules that register models (found by a text scan of their source)."
+    here = globals().get("__file__")
+    if here is None: return  # running inside a notebook: its own definitions are registered already
+    for f in sorted(Path(here).resolve().parent.glob("*.py")):
+        if f.stem not in ("model", "__init__") and not f.stem.startswith("_") and "@register_model(" in f.read_text():
+            importlib.import_module(f"sagerec.{f.stem}")
+
+def registered_models() -> dict[str, ModelSpec]:
+    "Every registered model by name (imports the modules that define them)."
+    _import_model_modules()
+    return dict(sorted(_REGISTRY.items()))
+
+def build_model(name: str,  # a registered name: see `registered_models()`
+                n_items: int,  # N, items are 1..N
+                cfg: Any = None,  # the model's config, a ModelConfig (its shared fields), a dict of overrides, or None (defaults)
+                graph: Any = None,  # ItemGraph (sagerec.graph): used when the config's graph_mode != "none"
+                n_users: int | None = None,  # users of the split: needed by models whose scores depend on the user (BPR, Caser)
+               ) -> SeqRecModel:
+    "Build a registered model by name."
+    models = registered_models()
+    check(name in models, f"Unknown model {name!r}: use one of {sorted(models)}.")
+    return models[name].cls(n_items, cfg, graph, n_users)
 
 
 # %% [markdown]
 # ## SAGERec
 #
 # Raw item table $E^{(0)}$ (`nn.Embedding`, row 0 = padding, kept at zero) -> adaptive graph layer (when a
-# graph is used) -> the encoder looks the sequence up in the propagated table. Xavier-uniform initialisation
-# of every weight matrix and embedding table (the paper), zero biases, LayerNorm at (1, 0).
-# `SASRec` is the same class with `graph_mode="none"`.
+# graph is used; both registered by `item_table()`) -> the encoder looks the sequence up in the propagated table.
+# Xavier-uniform initialisation of every weight matrix and embedding table (the paper), zero biases, LayerNorm at
+# (1, 0). `SASRec` is the same class with `graph_mode="none"`.
 
 # %%
 #| export
@@ -343,25 +490,18 @@ def normal_init_(module: nn.Module, std: float = 0.02) -> None:
         elif isinstance(m, nn.LayerNorm): m.reset_parameters()
 
 
+@register_model("sagerec", paper="Cui & Lam, SAGERec, Electronics 14(24) 4844, 2025")
 class SAGERec(SeqRecModel):
     "SAGERec: adaptive graph propagation over the item table, then a SASRec-style causal Transformer."
     def __init__(self,
                  n_items: int,  # N, items are 1..N
-                 cfg: ModelConfig | None = None,  # hyperparameters (default: the paper's)
+                 cfg: Any = None,  # ModelConfig (default: the paper's), or a dict of overrides
                  graph: Any = None,  # ItemGraph with num_nodes = N + 1; required unless cfg.graph_mode == "none"
+                 n_users: int | None = None,  # unused
                 ):
-        super().__init__(n_items)
-        self.cfg = cfg = cfg or ModelConfig()
-        self.item_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)  # E^(0)
-        self.graph = None
-        if cfg.graph_mode != "none":
-            check(graph is not None, f"graph_mode={cfg.graph_mode!r} needs the item graph: pass graph=build_graph(...) from "
-                                     "sagerec.graph, or use graph_mode='none' / build_model('sasrec', ...) for no graph.")
-            check(int(graph.num_nodes) == n_items + 1, f"The graph has {int(graph.num_nodes)} nodes but the model has "
-                  f"{n_items} items (+1 padding = {n_items + 1}): build the graph from this dataset's item embeddings.")
-            self.graph = GraphPropagation(graph, cfg.dim, mode=cfg.graph_mode, n_layers=cfg.n_graph_layers,
-                                          edge_dropout=cfg.edge_dropout, node_dropout=cfg.node_dropout,
-                                          node_dropout_mode=cfg.node_dropout_mode, symmetric=cfg.symmetric_edges)
+        super().__init__(n_items, cfg, graph, n_users)
+        cfg = self.cfg
+        self.item_table()  # item_emb, and the graph layer unless graph_mode == "none"
         self.encoder = SASRecEncoder(cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len,
                                      use_position=cfg.use_position, scale_input=cfg.scale_input, ffn_mult=cfg.ffn_mult,
                                      activation=cfg.activation, attn_out_dropout=cfg.attn_out_dropout,
@@ -372,13 +512,7 @@ class SAGERec(SeqRecModel):
         (xavier_init_ if self.cfg.init == "xavier" else normal_init_)(self)
         self._cache = None
 
-    def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # (N+1, D), (N+1, D)
-        raw = self.item_emb.weight  # (N+1, D)
-        if self.graph is None: return raw, raw
-        prop = self.graph(raw, rows)  # (N+1, D), exact at `rows`
-        return prop, (prop if self.cfg.output_embedding == "graph" else raw)
-
-    def encode_with(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) -> (B, L, D)
+    def encode_with(self, seqs: Tensor, table: Tensor, users: Tensor | None = None) -> Tensor:  # (B, L) -> (B, L, D)
         pk = self.encoder.packing(seqs != 0)  # only real items are looked up and encoded
         xp = F.embedding(seqs.reshape(-1).index_select(0, pk.flat), table)  # (n, D)
         return pk.unpack(self.encoder.forward_packed(xp, pk))  # (B, L, D), 0 at padding
@@ -389,22 +523,24 @@ class SAGERec(SeqRecModel):
         return self.cfg.l2 * sq
 
 
+@register_model("sasrec", paper="Kang & McAuley, Self-Attentive Sequential Recommendation, ICDM 2018")
 class SASRec(SAGERec):
     "The no-graph variant (ablation C): SAGERec with `graph_mode='none'`, i.e. SASRec with pre-LayerNorm blocks."
-    def __init__(self, n_items: int, cfg: ModelConfig | None = None, graph: Any = None):  # graph is ignored
-        super().__init__(n_items, replace(cfg or ModelConfig(), graph_mode="none"))
+    graph_plugin = False  # SASRec with the graph layer is SAGERec
+    def __init__(self, n_items: int, cfg: Any = None, graph: Any = None, n_users: int | None = None):  # graph is ignored
+        super().__init__(n_items, replace(coerce_config(ModelConfig, cfg), graph_mode="none"))
 
 
-MODELS = {"sagerec": SAGERec, "sasrec": SASRec}
+# %% [markdown]
+# Every registered model, by name (this notebook's own; `registered_models()` from the package lists the baselines too):
 
-def build_model(name: str,  # "sagerec" or "sasrec" (keys of MODELS)
-                n_items: int,  # N, items are 1..N
-                cfg: ModelConfig | None = None,  # hyperparameters (default: the paper's)
-                graph: Any = None,  # ItemGraph (sagerec.graph); needed by "sagerec" unless cfg.graph_mode == "none"
-               ) -> SeqRecModel:
-    "Build a model by name."
-    check(name in MODELS, f"Unknown model {name!r}: use one of {sorted(MODELS)}.")
-    return MODELS[name](n_items, cfg, graph)
+# %%
+{name: (spec.cls.__name__, spec.graph_by_default, spec.paper) for name, spec in registered_models().items()}
+
+# %%
+assert {"sagerec", "sasrec"} <= set(registered_models())
+assert registered_models()["sagerec"].graph_by_default and not registered_models()["sasrec"].graph_by_default
+test_fail(lambda: register_model("sasrec")(SAGERec), contains="already taken")
 
 
 # %% [markdown]
@@ -663,7 +799,7 @@ assert same_inputs and out_is_raw and diff > 1e-4
 # %%
 test_fail(lambda: build_model("sagerec", 8, cfg), contains="needs the item graph")
 test_fail(lambda: build_model("sagerec", 7, cfg, g), contains="build the graph from this dataset")
-test_fail(lambda: build_model("gru4rec", 8, cfg), contains="Unknown model 'gru4rec'")
+test_fail(lambda: build_model("nosuchmodel", 8, cfg), contains="Unknown model 'nosuchmodel'")
 test_fail(lambda: model.score_all(torch.tensor([[0, 9]])), contains="Item ids must be in 0..8")
 test_fail(lambda: model.loss(seqs, pos, neg[:2]), contains="loss needs seqs (B, L)")
 test_fail(lambda: model.loss(seqs, torch.zeros_like(pos), neg), contains="no position with a target")

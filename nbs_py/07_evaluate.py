@@ -48,8 +48,9 @@ torch.set_num_threads(1)  # tiny fixtures: one thread is faster and immune to a 
 # - **The target is never masked**, even when the user interacted with it earlier (a repeat): its score is
 #   restored after masking, so a repeated item stays rankable.
 # - **Ties count against the target** (pessimistic, default): an item whose score equals the target's ranks
-#   ahead of it. `ties="optimistic"` counts only strictly greater scores. Padding (column 0) is `-inf` and
-#   never counts.
+#   ahead of it. `ties="optimistic"` counts only strictly greater scores.
+# - **Padding is never a candidate**: the evaluator sets column 0 (and any candidate id 0) to `-inf` itself, whatever
+#   the model scores it.
 # - The rank is a *count of comparisons*, not a sort, so the same scores give the same rank on CPU and GPU.
 
 # %% [markdown]
@@ -252,9 +253,10 @@ test_fail(lambda: sampled_candidates(full, np.array([4, 7]), n_items=12, n=9), c
 # ## Ranking every user with a model
 #
 # `rank_users` runs any model that follows the model contract (`score_all`, `score_candidates`) over users
-# in length-sorted batches with no gradients and in eval mode, and returns each user's rank. `gather`
-# optionally returns the raw (unmasked) scores of chosen items in the same pass: the trainer uses it for
-# the validation loss.
+# in length-sorted batches with no gradients and in eval mode, and returns each user's rank. Every call passes
+# `users=` (the batch's row indices of the split, `(B,)`), so models whose scores depend on the user (BPR, Caser)
+# need no special case; other models ignore it. `gather` optionally returns the raw (unmasked) scores of chosen
+# items in the same pass: the trainer uses it for the validation loss.
 #
 # **Large catalogues: blocks of items.** A `(B, N+1)` score block is 4 GB for 1,024 users and 10^6 items. When
 # `B * (N+1)` exceeds `max_block` scores, and the model can score a range of items (`user_states(seqs)` ->
@@ -297,9 +299,9 @@ def _blocked(model: nn.Module, n_cols: int, batch_size: int, item_block: int | N
     return max(1, MAX_BLOCK // batch_size)
 
 def _block_ranks(model: nn.Module, seqs: torch.Tensor, tgt: torch.Tensor, hist: torch.Tensor | None,
-                 gather: torch.Tensor | None, block: int, ties: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 gather: torch.Tensor | None, block: int, ties: str, users: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     "Ranks (and raw gathered scores) of one user batch, walking the items in blocks of `block` (see above)."
-    z = model.user_states(seqs)                                         # (B, D)
+    z = model.user_states(seqs, users=users)                            # (B, D)
     n_cols, B, dev = model.n_items + 1, seqs.shape[0], seqs.device
     rows = torch.arange(B, device=dev)
     t = torch.empty(B, device=dev)                                       # (B,) each target's own score
@@ -336,6 +338,7 @@ def rank_users(model: nn.Module,                          # follows the model co
                mask_history: bool = True,                 # remove the user's input items from the ranking (target excepted)
                candidates: np.ndarray | None = None,      # (U, C) candidate items, target in column 0: sampled protocol
                gather: np.ndarray | None = None,          # (U, G) items whose raw scores to return as well
+               users: np.ndarray | None = None,           # (U,) row index of each user in the split (default 0..U-1)
                ties: str = "pessimistic",                 # tie rule, see `target_ranks`
                max_len: int | None = None,                # input cut; default: the model's max_len
                batch_size: int = 1024,                    # users per forward pass
@@ -351,6 +354,8 @@ def rank_users(model: nn.Module,                          # follows the model co
     lens = np.fromiter((len(s) for s in inputs), dtype=np.int64, count=U)
     check(lens.min() > 0, f"{int((lens == 0).sum())} users have an empty input sequence; leave-one-out needs at "
                           "least one item before the target (filter users with fewer than 3 interactions).")
+    users = np.arange(U, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
+    check(users.shape == (U,), f"users must hold one row index per input sequence ({U}); got shape {users.shape}.")
     if candidates is not None:
         check(candidates.shape[0] == U and (candidates[:, 0] == targets).all(),
               "candidates must have one row per user with the target in column 0 (see sampled_candidates).")
@@ -368,17 +373,19 @@ def rank_users(model: nn.Module,                          # follows the model co
             tgt = torch.from_numpy(targets[idx]).to(dev)                                  # (B,)
             hist = (torch.from_numpy(left_pad([inputs[i] for i in idx], max_len=int(lens[idx].max()))).to(dev)  # (B, H) whole history
                     if mask_history and candidates is None else None)
+            u = torch.from_numpy(users[idx]).to(dev)                                      # (B,)
             if candidates is not None:
                 cand = torch.from_numpy(candidates[idx]).to(dev)                          # (B, C)
-                sc = model.score_candidates(seqs, cand).float()                          # (B, C)
+                sc = model.score_candidates(seqs, cand, users=u).float().masked_fill(cand == 0, float("-inf"))  # (B, C)
                 r = target_ranks(sc, torch.zeros_like(tgt), ties)
-                if gather is not None: got[idx] = model.score_candidates(seqs, torch.from_numpy(gather[idx]).to(dev)).float().cpu().numpy()
+                if gather is not None: got[idx] = model.score_candidates(seqs, torch.from_numpy(gather[idx]).to(dev), users=u).float().cpu().numpy()
             elif block is not None:
                 g = torch.from_numpy(gather[idx]).to(dev) if gather is not None else None
-                r, gb = _block_ranks(model, seqs, tgt, hist, g, block, ties)
+                r, gb = _block_ranks(model, seqs, tgt, hist, g, block, ties, users=u)
                 if gather is not None: got[idx] = gb.cpu().numpy()
             else:
-                sc = model.score_all(seqs).float()                                       # (B, N+1)
+                sc = model.score_all(seqs, users=u).float()                              # (B, N+1)
+                sc[:, 0] = float("-inf")                                                 # padding is never a candidate
                 if gather is not None: got[idx] = sc.gather(1, torch.from_numpy(gather[idx]).to(dev)).cpu().numpy()
                 if hist is not None: mask_history_(sc, hist, tgt)
                 r = target_ranks(sc, tgt, ties)
@@ -457,13 +464,11 @@ class LastItemModel(nn.Module):
         self.emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
     def item_embeddings(self) -> torch.Tensor: return self.emb.weight                           # (N+1, D)
     def encode(self, seqs: torch.Tensor) -> torch.Tensor: return self.emb(seqs)                # (B, L, D)
-    def user_states(self, seqs: torch.Tensor) -> torch.Tensor: return self.encode(seqs)[:, -1]  # (B, D)
+    def user_states(self, seqs: torch.Tensor, users=None) -> torch.Tensor: return self.encode(seqs)[:, -1]  # (B, D)
     def score_items(self, z: torch.Tensor, lo: int, hi: int) -> torch.Tensor:                   # (B, hi-lo) items lo..hi-1
-        s = z @ self.item_embeddings()[lo:hi].T
-        if lo == 0: s[:, 0] = float("-inf")
-        return s
-    def score_all(self, seqs: torch.Tensor) -> torch.Tensor: return self.score_items(self.user_states(seqs), 0, self.n_items + 1)  # (B, N+1)
-    def score_candidates(self, seqs: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        return z @ self.item_embeddings()[lo:hi].T                                              # padding included: the evaluator excludes it
+    def score_all(self, seqs: torch.Tensor, users=None) -> torch.Tensor: return self.score_items(self.user_states(seqs), 0, self.n_items + 1)  # (B, N+1)
+    def score_candidates(self, seqs: torch.Tensor, cand: torch.Tensor, users=None) -> torch.Tensor:
         return (self.emb(cand) * self.encode(seqs)[:, -1:]).sum(-1)                             # (B, C)
     def loss(self, seqs, pos, neg) -> torch.Tensor:
         h = self.encode(seqs)                                                                   # (B, L, D)
@@ -505,6 +510,24 @@ s100 = evaluate(lm, toy, "valid", protocol="sampled100", n_candidates=4, ks=(1, 
 assert s100["protocol"] == "sampled100" and s100["recall@5"] == 1.0  # 5 candidates: every rank is < 5
 test_fail(lambda: evaluate(lm, toy, protocol="sampled1000"), contains="Unknown evaluation protocol")
 test_fail(lambda: evaluate(lm, toy, stage="train"), contains="Unknown stage")
+
+
+# %% [markdown]
+# **Padding and users.** A stand-in that scores the padding item above everything: the evaluator still never
+# ranks it, so the ranks are those above. Every user's row index reaches the model, in the batch's order.
+
+# %%
+class PaddingLover(LastItemModel):
+    "Scores item 0 highest, and keeps the user indices it is given."
+    def score_all(self, seqs, users=None):
+        self.users = users.tolist(); s = super().score_all(seqs); s[:, 0] = 1e9; return s  # (B, N+1)
+pl = PaddingLover(8, dim=2); pl.load_state_dict(lm.state_dict())
+pad_res = evaluate(pl, toy, "test", ks=(1, 3), return_ranks=True)
+pad_res["ranks"].tolist(), pl.users
+
+# %%
+test_eq(pad_res["ranks"].tolist(), res["masked"]["ranks"].tolist())
+test_eq(sorted(pl.users), [0, 1, 2])
 
 # %% [markdown]
 # ## Full ranking on the embedded Beauty slice

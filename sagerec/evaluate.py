@@ -139,7 +139,7 @@ def sampled_candidates(full_seqs: Sequence[np.ndarray],  # per user: the whole s
     negs = UnseenSampler(full_seqs, n_items).sample(np.arange(len(full_seqs)), n, np.random.default_rng(seed), distinct=True)
     return np.concatenate([np.asarray(targets, dtype=np.int64)[:, None], negs], axis=1)
 
-# %% ../nbs/07_evaluate.ipynb #33852a60
+# %% ../nbs/07_evaluate.ipynb #0053f212
 def model_max_len(model: nn.Module) -> int:
     "The longest input a model accepts (`model.max_len` or `model.cfg.max_len`)."
     for m in (getattr(model, "max_len", None), getattr(getattr(model, "cfg", None), "max_len", None)):
@@ -164,9 +164,9 @@ def _blocked(model: nn.Module, n_cols: int, batch_size: int, item_block: int | N
     return max(1, MAX_BLOCK // batch_size)
 
 def _block_ranks(model: nn.Module, seqs: torch.Tensor, tgt: torch.Tensor, hist: torch.Tensor | None,
-                 gather: torch.Tensor | None, block: int, ties: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 gather: torch.Tensor | None, block: int, ties: str, users: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     "Ranks (and raw gathered scores) of one user batch, walking the items in blocks of `block` (see above)."
-    z = model.user_states(seqs)                                         # (B, D)
+    z = model.user_states(seqs, users=users)                            # (B, D)
     n_cols, B, dev = model.n_items + 1, seqs.shape[0], seqs.device
     rows = torch.arange(B, device=dev)
     t = torch.empty(B, device=dev)                                       # (B,) each target's own score
@@ -203,6 +203,7 @@ def rank_users(model: nn.Module,                          # follows the model co
                mask_history: bool = True,                 # remove the user's input items from the ranking (target excepted)
                candidates: np.ndarray | None = None,      # (U, C) candidate items, target in column 0: sampled protocol
                gather: np.ndarray | None = None,          # (U, G) items whose raw scores to return as well
+               users: np.ndarray | None = None,           # (U,) row index of each user in the split (default 0..U-1)
                ties: str = "pessimistic",                 # tie rule, see `target_ranks`
                max_len: int | None = None,                # input cut; default: the model's max_len
                batch_size: int = 1024,                    # users per forward pass
@@ -218,6 +219,8 @@ def rank_users(model: nn.Module,                          # follows the model co
     lens = np.fromiter((len(s) for s in inputs), dtype=np.int64, count=U)
     check(lens.min() > 0, f"{int((lens == 0).sum())} users have an empty input sequence; leave-one-out needs at "
                           "least one item before the target (filter users with fewer than 3 interactions).")
+    users = np.arange(U, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
+    check(users.shape == (U,), f"users must hold one row index per input sequence ({U}); got shape {users.shape}.")
     if candidates is not None:
         check(candidates.shape[0] == U and (candidates[:, 0] == targets).all(),
               "candidates must have one row per user with the target in column 0 (see sampled_candidates).")
@@ -235,17 +238,19 @@ def rank_users(model: nn.Module,                          # follows the model co
             tgt = torch.from_numpy(targets[idx]).to(dev)                                  # (B,)
             hist = (torch.from_numpy(left_pad([inputs[i] for i in idx], max_len=int(lens[idx].max()))).to(dev)  # (B, H) whole history
                     if mask_history and candidates is None else None)
+            u = torch.from_numpy(users[idx]).to(dev)                                      # (B,)
             if candidates is not None:
                 cand = torch.from_numpy(candidates[idx]).to(dev)                          # (B, C)
-                sc = model.score_candidates(seqs, cand).float()                          # (B, C)
+                sc = model.score_candidates(seqs, cand, users=u).float().masked_fill(cand == 0, float("-inf"))  # (B, C)
                 r = target_ranks(sc, torch.zeros_like(tgt), ties)
-                if gather is not None: got[idx] = model.score_candidates(seqs, torch.from_numpy(gather[idx]).to(dev)).float().cpu().numpy()
+                if gather is not None: got[idx] = model.score_candidates(seqs, torch.from_numpy(gather[idx]).to(dev), users=u).float().cpu().numpy()
             elif block is not None:
                 g = torch.from_numpy(gather[idx]).to(dev) if gather is not None else None
-                r, gb = _block_ranks(model, seqs, tgt, hist, g, block, ties)
+                r, gb = _block_ranks(model, seqs, tgt, hist, g, block, ties, users=u)
                 if gather is not None: got[idx] = gb.cpu().numpy()
             else:
-                sc = model.score_all(seqs).float()                                       # (B, N+1)
+                sc = model.score_all(seqs, users=u).float()                              # (B, N+1)
+                sc[:, 0] = float("-inf")                                                 # padding is never a candidate
                 if gather is not None: got[idx] = sc.gather(1, torch.from_numpy(gather[idx]).to(dev)).cpu().numpy()
                 if hist is not None: mask_history_(sc, hist, tgt)
                 r = target_ranks(sc, tgt, ties)
@@ -299,7 +304,7 @@ def evaluate(model: nn.Module,               # follows the model contract
     if return_ranks: out["ranks"] = ranks
     return out
 
-# %% ../nbs/07_evaluate.ipynb #11cb7402
+# %% ../nbs/07_evaluate.ipynb #d709fa44
 class LastItemModel(nn.Module):
     "A minimal contract-following model for examples and tests: score = e(last item) . e(item)."
     def __init__(self, n_items: int, dim: int = 8, max_len: int = 50):
@@ -308,13 +313,11 @@ class LastItemModel(nn.Module):
         self.emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
     def item_embeddings(self) -> torch.Tensor: return self.emb.weight                           # (N+1, D)
     def encode(self, seqs: torch.Tensor) -> torch.Tensor: return self.emb(seqs)                # (B, L, D)
-    def user_states(self, seqs: torch.Tensor) -> torch.Tensor: return self.encode(seqs)[:, -1]  # (B, D)
+    def user_states(self, seqs: torch.Tensor, users=None) -> torch.Tensor: return self.encode(seqs)[:, -1]  # (B, D)
     def score_items(self, z: torch.Tensor, lo: int, hi: int) -> torch.Tensor:                   # (B, hi-lo) items lo..hi-1
-        s = z @ self.item_embeddings()[lo:hi].T
-        if lo == 0: s[:, 0] = float("-inf")
-        return s
-    def score_all(self, seqs: torch.Tensor) -> torch.Tensor: return self.score_items(self.user_states(seqs), 0, self.n_items + 1)  # (B, N+1)
-    def score_candidates(self, seqs: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        return z @ self.item_embeddings()[lo:hi].T                                              # padding included: the evaluator excludes it
+    def score_all(self, seqs: torch.Tensor, users=None) -> torch.Tensor: return self.score_items(self.user_states(seqs), 0, self.n_items + 1)  # (B, N+1)
+    def score_candidates(self, seqs: torch.Tensor, cand: torch.Tensor, users=None) -> torch.Tensor:
         return (self.emb(cand) * self.encode(seqs)[:, -1:]).sum(-1)                             # (B, C)
     def loss(self, seqs, pos, neg) -> torch.Tensor:
         h = self.encode(seqs)                                                                   # (B, L, D)

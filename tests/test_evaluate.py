@@ -17,9 +17,9 @@ class TableModel(nn.Module):
         super().__init__()
         self.table = nn.Parameter(torch.as_tensor(table, dtype=torch.float32), requires_grad=False)  # (U, N+1)
         self.max_len = max_len
-    def score_all(self, seqs):
+    def score_all(self, seqs, users=None):
         s = self.table[seqs[:, -1] - 1].clone(); s[:, 0] = float("-inf"); return s  # (B, N+1)
-    def score_candidates(self, seqs, cand): return self.table[seqs[:, -1] - 1].gather(1, cand)  # (B, C)
+    def score_candidates(self, seqs, cand, users=None): return self.table[seqs[:, -1] - 1].gather(1, cand)  # (B, C)
 
 
 def random_case(seed, U=60, N=90, ties=True):

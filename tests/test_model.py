@@ -137,7 +137,7 @@ def test_user_errors():
     with pytest.raises(SageRecError, match="nodes but the model has"):
         build_model("sagerec", N_ITEMS + 1, CFG, SEMANTIC)
     with pytest.raises(SageRecError, match="Unknown model"):
-        build_model("bert4rec", N_ITEMS, CFG)
+        build_model("nosuchmodel", N_ITEMS, CFG)
     with pytest.raises(SageRecError, match="negative"):
         build_model("sagerec", N_ITEMS, replace(CFG, graph_mode="fixed"),
                     random_graph(N_ITEMS + 1, 30, seed=0, emb=np.random.default_rng(0).normal(size=(N_ITEMS + 1, 4))))
