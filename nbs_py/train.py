@@ -7,7 +7,14 @@
 # papermill nbs/train.ipynb runs/beauty.ipynb -p dataset beauty -f configs/beauty.yaml  # the paper's settings
 # papermill nbs/train.ipynb runs/beauty-sasrec.ipynb -f configs/beauty.yaml -p variant sasrec
 # papermill nbs/train.ipynb runs/gpu.ipynb -p device cuda
+# papermill nbs/train.ipynb runs/beauty-gru4rec.ipynb -f configs/beauty.yaml -f configs/models/gru4rec.yaml   # a baseline
+# papermill nbs/train.ipynb runs/beauty-gru4rec-graph.ipynb -f configs/beauty.yaml -f configs/models/gru4rec.yaml -p graph true
 # ```
+#
+# `model` names any registered model (`sagerec.model.registered_models()`); `variant` names SAGERec's ablations
+# (Table 5) and is used only when `model` is not given. A run's method label (the `variant` recorded in
+# `params.json`, which the reports read) is then the model's name, with `+graph` when the graph plug-in is on
+# for a model that has none by default.
 #
 # Everything lands in `runs/<run_name>/`: `params.json` (resolved parameters + environment), `metrics.json`
 # (validation curve, best epoch, test metrics per protocol, seconds per epoch, peak memory, device),
@@ -33,6 +40,11 @@ from typing import Optional  # papermill reads the types of the parameters below
 # --- what to run
 dataset: str = "beauty-mini"        # 'beauty-mini' (embedded, needs no data), 'beauty', 'toys', 'ml-1m'
 variant: str = "sagerec"            # 'sagerec' (A), 'sasrec' (no graph, C), 'fixed_edges' (B), 'random_graph' (D), 'no_position' (E)
+# >>> models (issue 10)
+model: Optional[str] = None         # a registered model ('bpr', 'gru4rec', 'caser', 'sasrec', 'bert4rec', 'cl4srec', 'sagerec', ...); None -> `variant`
+graph: Optional[bool] = None        # the semantic graph layer in front of the model's item table; None -> the model's default (on: sagerec only)
+model_params: dict = {}             # the model's own settings (fields of its config class, e.g. {'mask_prob': 0.6}); see configs/models/
+# <<< models
 seed: int = 0                       # seeds Python, NumPy and torch; recorded
 device: str = "auto"                # 'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'
 data_dir: Optional[str] = None      # folder holding beauty/, toys/, ml-1m/; None -> $SAGEREC_DATA
@@ -98,7 +110,7 @@ import torch
 from sagerec.core import RunRecorder, SageRecError, check, data_dir as resolve_data_dir, pick_device, project_root, runs_dir, save_fig, seed_everything
 from sagerec.data import load_dataset
 from sagerec.evaluate import evaluate
-from sagerec.model import ModelConfig, build_model
+from sagerec.model import ModelConfig, build_model, registered_models
 from sagerec.report import metrics_by_group, popularity_groups
 from sagerec.training import TrainConfig, load_checkpoint, train
 
@@ -116,6 +128,24 @@ VARIANTS = {  # variant -> (model name, graph, ModelConfig overrides)
     "no_position":  ("sagerec", "semantic", dict(graph_mode="learned", use_position=False)),
 }
 check(variant in VARIANTS, f"Unknown variant {variant!r}: use one of {sorted(VARIANTS)}.")
+# >>> models (issue 10): `model` picks any registered model; `graph` switches the graph plug-in; `variant` becomes the method label
+if model is None:
+    check(graph is None and not model_params, "graph and model_params apply to a registered model: pass -p model <name> too "
+                                              "(variant selects SAGERec's ablations).")
+    model_name, graph_kind, overrides = VARIANTS[variant]
+else:
+    specs = registered_models()
+    check(model in specs, f"Unknown model {model!r}: use one of {sorted(specs)}.")
+    check(variant == "sagerec", f"variant={variant!r} selects an ablation of SAGERec; with model={model!r} leave variant unset "
+                                "and switch the graph with -p graph true/false.")
+    spec = specs[model]
+    use_graph = spec.graph_by_default if graph is None else bool(graph)
+    check(spec.cls.graph_plugin or not use_graph, f"{model!r} is defined by having no graph: use model 'sagerec' for it with the graph.")
+    check(use_graph or not spec.graph_by_default, f"{model!r} without its graph is another model: use model 'sasrec'.")
+    model_name, graph_kind = model, ("semantic" if use_graph else None)
+    overrides = {**model_params, "graph_mode": "learned" if use_graph else "none"}
+    variant = model + ("+graph" if use_graph and not spec.graph_by_default else "")  # the method label the reports read
+# <<< models
 root = project_root() or Path.cwd()
 def from_root(p):
     p = Path(p).expanduser()
@@ -131,7 +161,7 @@ params = {k: v for k, v in dict(globals()).items() if k in (
     "dataset variant seed device data_dir run_name output_dir resume text_model text_max_length k tau self_loops dim n_blocks "
     "n_heads dropout max_len n_graph_layers edge_dropout node_dropout node_dropout_mode output_embedding l2 ffn_mult activation "
     "attn_out_dropout ffn_inner_dropout init scale_input epochs batch_size lr loss n_neg pool logq loss_norm bucket adam_beta2 lr_signal "
-    "patience lr_patience eval_every num_threads eval_batch_size sampled_seed").split()}
+    "patience lr_patience eval_every num_threads eval_batch_size sampled_seed model graph model_params").split()}
 rec = RunRecorder(run_name, folder=run_folder)
 rec.log_params(**params, resolved_device=str(dev), torch_threads=torch.get_num_threads())
 print(f"run folder: {run_folder}  device: {dev}")
@@ -152,7 +182,6 @@ ds, split
 # semantic graph has, uniformly at random.
 
 # %%
-model_name, graph_kind, overrides = VARIANTS[variant]
 graph, graph_info = None, {}
 if graph_kind is not None:
     from sagerec.embed import item_embeddings
@@ -168,13 +197,14 @@ graph_info
 # ## Model
 
 # %%
-mcfg = ModelConfig(dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, max_len=max_len, n_graph_layers=n_graph_layers,
-                   edge_dropout=edge_dropout, node_dropout=node_dropout, node_dropout_mode=node_dropout_mode,
-                   output_embedding=output_embedding, l2=l2, ffn_mult=ffn_mult, activation=activation,
-                   attn_out_dropout=attn_out_dropout, ffn_inner_dropout=ffn_inner_dropout, init=init, scale_input=scale_input,
-                   **overrides)
+mcfg = dict(dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, max_len=max_len, n_graph_layers=n_graph_layers,
+            edge_dropout=edge_dropout, node_dropout=node_dropout, node_dropout_mode=node_dropout_mode,
+            output_embedding=output_embedding, l2=l2, ffn_mult=ffn_mult, activation=activation,
+            attn_out_dropout=attn_out_dropout, ffn_inner_dropout=ffn_inner_dropout, init=init, scale_input=scale_input,
+            **overrides)
 seed_everything(seed)
-model = build_model(model_name, ds.n_items, mcfg, graph)
+model = build_model(model_name, ds.n_items, mcfg, graph, n_users=split.n_users)
+mcfg = model.cfg  # the model's own config class, resolved
 n_params = sum(p.numel() for p in model.parameters())
 rec.log_params(model_config=mcfg, model_class=type(model).__name__, n_params=n_params)
 print(type(model).__name__, f"{n_params:,} parameters")

@@ -1,15 +1,21 @@
 """Every registered model (`sagerec.model.registered_models()`), trained and evaluated through the common path on
 the embedded `beauty-mini` slice: one epoch of the real trainer, a falling loss, scores of the right shape,
 save -> load -> identical scores, evaluation, and the graph plug-in. A model registered later is covered with no edit."""
+import dataclasses
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from sagerec.core import seed_everything
 from sagerec.data import load_dataset
 from sagerec.evaluate import evaluate, left_pad
 from sagerec.graph import random_graph
-from sagerec.model import SeqRecModel, TrainBatch, build_model, registered_models
+from sagerec.model import SeqRecModel, TrainBatch, build_model, coerce_config, registered_models
 from sagerec.training import TrainConfig, TrainingData, load_checkpoint, train
 
 MODELS = sorted(registered_models())
@@ -106,3 +112,28 @@ def test_graph_plugin(name):
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model.item_embeddings()).all()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train_parameters() -> set[str]:
+    "The names defined in nbs/train.ipynb's `parameters` cell."
+    nb = json.loads((ROOT / "nbs" / "train.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    return {m.group(1) for m in re.finditer(r"^(\w+)\s*:", "".join(cell["source"]), re.M)}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_has_its_config_file(name):
+    "configs/models/<name>.yaml exists, names its model, and uses only train.ipynb's parameters and the config's fields."
+    path = ROOT / "configs" / "models" / f"{name}.yaml"
+    assert path.exists(), f"{name} is registered but has no {path.relative_to(ROOT)}"
+    conf = yaml.safe_load(path.read_text())
+    assert conf["model"] == name
+    unknown = set(conf) - _train_parameters()
+    assert not unknown, f"{path.name}: {sorted(unknown)} are not parameters of nbs/train.ipynb"
+    cls = registered_models()[name].config_class
+    fields = {f.name for f in dataclasses.fields(cls)}
+    cfg = coerce_config(cls, {**{k: v for k, v in conf.items() if k in fields}, **conf.get("model_params", {})})
+    assert isinstance(cfg, cls)
