@@ -143,7 +143,7 @@ class BlockTableModel(TableModel):
     "TableModel that can also score a range of items (the blocked full-ranking path): the state is the table row."
     def __init__(self, table, max_len=50):
         super().__init__(table, max_len); self.n_items = table.shape[1] - 1
-    def user_states(self, seqs): return self.table[seqs[:, -1] - 1]  # (B, N+1)
+    def user_states(self, seqs, users=None): return self.table[seqs[:, -1] - 1]  # (B, N+1)
     def score_items(self, z, lo, hi):
         s = z[:, lo:hi].clone()
         if lo == 0: s[:, 0] = float("-inf")
