@@ -57,6 +57,7 @@ class ItemGraph:
     edge_weight: Tensor  # (E,) float32: the cosine similarity of the two items (the initial edge weight)
     num_nodes: int  # n_items + 1 (node 0 = padding)
     info: dict = field(default_factory=dict)  # how it was built: k, tau, method, recall estimate, items without embedding
+    features: Tensor | None = None  # (num_nodes, F) the item vectors it was built from, when a model uses them as input (`with_features`)
 
     @property
     def num_undirected_edges(self) -> int:
@@ -77,7 +78,14 @@ class ItemGraph:
 
     def to(self, device) -> ItemGraph:
         "A copy with the tensors on `device`."
-        return ItemGraph(self.edge_index.to(device), self.edge_weight.to(device), self.num_nodes, dict(self.info))
+        return ItemGraph(self.edge_index.to(device), self.edge_weight.to(device), self.num_nodes, dict(self.info),
+                         None if self.features is None else self.features.to(device))
+
+    def with_features(self, emb) -> ItemGraph:
+        "The same graph carrying the item vectors `emb` (num_nodes, F), for models that also take them as input."
+        f = torch.as_tensor(np.asarray(emb), dtype=torch.float32)
+        check(f.ndim == 2 and f.shape[0] == self.num_nodes, f"features must be ({self.num_nodes}, F), one row per node; got {tuple(f.shape)}.")
+        return ItemGraph(self.edge_index, self.edge_weight, self.num_nodes, dict(self.info), f)
 
     def __repr__(self):
         how = ", ".join(f"{k}={self.info[k]}" for k in ("method", "k", "tau", "seed") if k in self.info)

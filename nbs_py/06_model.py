@@ -81,6 +81,10 @@ class ModelConfig:
     attn_out_dropout: bool = True  # dropout on the attention output (SASRec's code: none)
     ffn_inner_dropout: bool = True  # dropout after the FFN activation (S3-Rec family: none)
     init: str = "xavier"  # "xavier": Xavier-uniform (paper); "normal": N(0, 0.02) (S3-Rec family, BERT)
+    # --- beyond the paper: make the semantics count (named variants in nbs/train.ipynb; the paper's model has both off)
+    graph_gate: bool = False  # E' = E + a * (propagated - E), a learned scalar starting at 0 (the paper: a = 1, fixed)
+    text_input: bool = False  # add a learned projection of the item's Sentence-BERT vector to its ID embedding
+    text_dim: int = 64  # the Sentence-BERT vectors are first reduced to this many principal components (fixed)
 
     def __post_init__(self):
         check(self.graph_mode in GRAPH_MODES, f"graph_mode={self.graph_mode!r}: use one of {GRAPH_MODES}.")
@@ -94,6 +98,7 @@ class ModelConfig:
             check(0 <= getattr(self, k) < 1, f"{k}={getattr(self, k)} must be in [0, 1).")
         check(self.l2 >= 0, f"l2={self.l2} must be >= 0.")
         check(self.init in INITS, f"init={self.init!r}: use one of {INITS}.")
+        check(self.text_dim >= 1, f"text_dim={self.text_dim} must be >= 1.")
 
 
 # %%
@@ -199,6 +204,17 @@ def coerce_config(config_class: type, cfg: Any = None) -> ModelConfig:
     return config_class(**kw)
 
 
+def principal_components(x: Tensor,  # (N+1, F) item vectors, row 0 = padding
+                         k: int,  # components kept
+                        ) -> Tensor:  # (N+1, min(k, F)) float32, row 0 and all-zero rows stay 0
+    "The rows of `x` expressed in their top-`k` principal directions (uncentred, so zero rows stay zero), scaled to unit mean norm."
+    x = torch.as_tensor(x, dtype=torch.float32)
+    k = min(k, x.shape[1])
+    _, _, vh = torch.linalg.svd(x[1:], full_matrices=False)  # (F, F), padding row excluded
+    z = x @ vh[:k].T  # (N+1, k)
+    return z / z[1:].norm(dim=1).mean().clamp_min(1e-12)
+
+
 class SeqRecModel(nn.Module):
     "Base class of every recommender: the model contract used by training and evaluation, and the graph plug-in."
     config_class: type = ModelConfig  # the model's configuration dataclass (a ModelConfig subclass for model-specific settings)
@@ -227,6 +243,13 @@ class SeqRecModel(nn.Module):
         cfg, graph, n = self.cfg, self._graph_data, self.n_items
         dim = dim or cfg.dim
         self.item_emb = nn.Embedding(n + 1, dim, padding_idx=0)  # E^(0)
+        self.text_proj = self.gate = None
+        if getattr(cfg, "text_input", False):
+            feats = getattr(graph, "features", None)
+            check(feats is not None and feats.shape[0] == n + 1, "text_input=True needs the items' Sentence-BERT vectors: pass "
+                  "graph=build_graph(emb, ...).with_features(emb) (one row per item, row 0 = padding).")
+            self.register_buffer("text_feats", principal_components(feats, cfg.text_dim))  # (N+1, text_dim), fixed
+            self.text_proj = nn.Linear(self.text_feats.shape[1], dim, bias=False)
         if cfg.graph_mode != "none":
             check(graph is not None, f"graph_mode={cfg.graph_mode!r} needs the item graph: pass graph=build_graph(...) from "
                                      "sagerec.graph, or use graph_mode='none' (build_model('sasrec', ...) for SAGERec without graph).")
@@ -235,6 +258,7 @@ class SeqRecModel(nn.Module):
             self.graph = GraphPropagation(graph, dim, mode=cfg.graph_mode, n_layers=cfg.n_graph_layers,
                                           edge_dropout=cfg.edge_dropout, node_dropout=cfg.node_dropout,
                                           node_dropout_mode=cfg.node_dropout_mode, symmetric=cfg.symmetric_edges)
+            if getattr(cfg, "graph_gate", False): self.gate = nn.Parameter(torch.zeros(()))  # a = 0: starts as the raw table
         return self.item_emb
 
     def output_table(self) -> Tensor | None:  # (N+1, D') or None
@@ -244,7 +268,9 @@ class SeqRecModel(nn.Module):
     def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:  # input (N+1, D), output (N+1, D')
         "The input and output item tables for this step (no caching); only the ids in `rows` must be right, if given."
         raw = self.item_emb.weight  # (N+1, D)
+        if self.text_proj is not None: raw = raw + self.text_proj(self.text_feats)  # (N+1, D), row 0 stays 0
         inp = raw if self.graph is None else self.graph(raw, rows)  # (N+1, D), exact at `rows`
+        if self.gate is not None: inp = raw + self.gate * (inp - raw)  # the propagated term, gated
         out = self.output_table()
         if out is not None: return inp, out
         return inp, (inp if self.cfg.output_embedding == "graph" else raw)
@@ -510,6 +536,7 @@ class SAGERec(SeqRecModel):
 
     def reset_parameters(self) -> None:
         (xavier_init_ if self.cfg.init == "xavier" else normal_init_)(self)
+        if self.gate is not None: nn.init.zeros_(self.gate)
         self._cache = None
 
     def encode_with(self, seqs: Tensor, table: Tensor, users: Tensor | None = None) -> Tensor:  # (B, L) -> (B, L, D)
@@ -528,7 +555,7 @@ class SASRec(SAGERec):
     "The no-graph variant (ablation C): SAGERec with `graph_mode='none'`, i.e. SASRec with pre-LayerNorm blocks."
     graph_plugin = False  # SASRec with the graph layer is SAGERec
     def __init__(self, n_items: int, cfg: Any = None, graph: Any = None, n_users: int | None = None):  # graph is ignored
-        super().__init__(n_items, replace(coerce_config(ModelConfig, cfg), graph_mode="none"))
+        super().__init__(n_items, replace(coerce_config(ModelConfig, cfg), graph_mode="none"), graph)  # graph: only its features, for text_input
 
 
 # %% [markdown]
@@ -805,6 +832,43 @@ test_fail(lambda: model.loss(seqs, pos, neg[:2]), contains="loss needs seqs (B, 
 test_fail(lambda: model.loss(seqs, torch.zeros_like(pos), neg), contains="no position with a target")
 test_fail(lambda: model.score_all(seqs.float()), contains="must be an integer tensor")
 test_fail(lambda: model.encode(torch.zeros(1, 6, dtype=torch.long)), contains="max_len=5")
+
+# %% [markdown]
+# ## Beyond the paper: a gate on the graph, and the text as input
+#
+# With the propagation applied to the free ID table, $E' = (I + \hat A)E$ is an invertible reparameterisation
+# of $E$: the layer changes how neighbours' updates couple, but cannot express a table that $E$ alone could
+# not. Two switches, each a named variant of the train notebook and off in the paper's model, let the
+# semantics count in other ways (measured in `nbs/accuracy.ipynb`):
+#
+# - `graph_gate=True`: $E' = E + a\,(\mathrm{prop}(E) - E)$ with a learned scalar $a$ that starts at 0, so the
+#   model starts as its no-graph counterpart and takes in as much propagation as helps (the paper fixes $a = 1$).
+# - `text_input=True`: every item's ID embedding gets a learned linear projection of its Sentence-BERT vector
+#   added, $e_i = z_i + W s_i$, where $s_i$ are the vectors' top `text_dim` principal components (fixed; zero rows
+#   stay zero, so the padding and text-less items add nothing). The vectors come with the graph:
+#   `build_graph(emb).with_features(emb)`. An item seen rarely in training is then placed by its text.
+
+# %%
+feats = torch.randn(9, 12); feats[0] = 0  # (N+1, F) item vectors, padding row zero
+gt = g.with_features(feats)
+seed_everything(0)
+plain = build_model("sagerec", 8, cfg, g)
+seed_everything(0)
+gated = build_model("sagerec", 8, replace(cfg, graph_mode="learned", graph_gate=True), g)
+texty = build_model("sasrec", 8, replace(cfg, text_input=True, text_dim=4), gt)
+with torch.no_grad():
+    raw_g, (inp_g, out_g) = gated.item_emb.weight.detach(), gated.tables()
+float(gated.gate), (inp_g - raw_g).abs().max(), texty.text_feats.shape, texty.text_feats[0].abs().max()
+
+# %%
+test_eq(float(gated.gate), 0.0); test_eq(inp_g, raw_g)  # a = 0: exactly the raw table
+test_eq(texty.text_feats.shape, (9, 4)); test_eq(texty.text_feats[0], torch.zeros(4))
+test_close(texty.text_feats[1:].norm(dim=1).mean(), 1.0, eps=1e-5)
+texty.train(); l = texty.loss(seqs, pos, neg); l.backward()
+assert texty.text_proj.weight.grad.abs().sum() > 0 and texty.graph is None  # the text reaches the loss; no propagation
+gated.train(); gated.loss(seqs, pos, neg).backward()
+assert gated.gate.grad.abs() > 0  # the gate learns from its first step
+test_fail(lambda: build_model("sasrec", 8, replace(cfg, text_input=True), g), contains="needs the items' Sentence-BERT vectors")
 
 
 # %% [markdown]

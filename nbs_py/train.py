@@ -39,7 +39,7 @@ from typing import Optional  # papermill reads the types of the parameters below
 # %% tags=["parameters"]
 # --- what to run
 dataset: str = "beauty-mini"        # 'beauty-mini' (embedded, needs no data), 'beauty', 'toys', 'ml-1m'
-variant: str = "sagerec"            # 'sagerec' (A), 'sasrec' (no graph, C), 'fixed_edges' (B), 'random_graph' (D), 'no_position' (E)
+variant: str = "sagerec"            # 'sagerec' (A), 'sasrec' (no graph, C), 'fixed_edges' (B), 'random_graph' (D), 'no_position' (E); beyond the paper: 'gated', 'text', 'text_graph', 'text_gated' 
 # >>> models (issue 10)
 model: Optional[str] = None         # a registered model ('bpr', 'gru4rec', 'caser', 'sasrec', 'bert4rec', 'cl4srec', 'sagerec', ...); None -> `variant`
 graph: Optional[bool] = None        # the semantic graph layer in front of the model's item table; None -> the model's default (on: sagerec only)
@@ -75,6 +75,7 @@ attn_out_dropout: bool = True       # dropout on the attention output (SASRec's 
 ffn_inner_dropout: bool = True      # dropout after the FFN activation (S3-Rec family: none)
 init: str = "xavier"                # 'xavier' (paper) or 'normal' (N(0, 0.02), S3-Rec family)
 scale_input: bool = True            # multiply item embeddings by sqrt(d) (SASRec's code)
+text_dim: int = 64                  # text variants: principal components of the Sentence-BERT vectors fed to the model
 # --- training
 epochs: int = 8                     # upper bound (paper: ~150 on Beauty with early stopping); CI-sized here
 batch_size: int = 128               # users per step (paper: 128)
@@ -126,6 +127,11 @@ VARIANTS = {  # variant -> (model name, graph, ModelConfig overrides)
     "fixed_edges":  ("sagerec", "semantic", dict(graph_mode="fixed")),
     "random_graph": ("sagerec", "random",   dict(graph_mode="learned")),
     "no_position":  ("sagerec", "semantic", dict(graph_mode="learned", use_position=False)),
+    # beyond the paper (nbs/06_model.ipynb, "Beyond the paper"): the gate on the propagated term, the text as input
+    "gated":        ("sagerec", "semantic", dict(graph_mode="learned", graph_gate=True)),
+    "text":         ("sasrec",  "semantic", dict(graph_mode="none", text_input=True)),
+    "text_graph":   ("sagerec", "semantic", dict(graph_mode="learned", text_input=True)),
+    "text_gated":   ("sagerec", "semantic", dict(graph_mode="learned", text_input=True, graph_gate=True)),
 }
 check(variant in VARIANTS, f"Unknown variant {variant!r}: use one of {sorted(VARIANTS)}.")
 # >>> models (issue 10): `model` picks any registered model; `graph` switches the graph plug-in; `variant` becomes the method label
@@ -160,7 +166,7 @@ if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
 params = {k: v for k, v in dict(globals()).items() if k in (
     "dataset variant seed device data_dir run_name output_dir resume text_model text_max_length k tau self_loops dim n_blocks "
     "n_heads dropout max_len n_graph_layers edge_dropout node_dropout node_dropout_mode output_embedding l2 ffn_mult activation "
-    "attn_out_dropout ffn_inner_dropout init scale_input epochs batch_size lr loss n_neg pool logq loss_norm bucket adam_beta2 lr_signal "
+    "attn_out_dropout ffn_inner_dropout init scale_input text_dim epochs batch_size lr loss n_neg pool logq loss_norm bucket adam_beta2 lr_signal "
     "patience lr_patience eval_every num_threads eval_batch_size sampled_seed model graph model_params").split()}
 rec = RunRecorder(run_name, folder=run_folder)
 rec.log_params(**params, resolved_device=str(dev), torch_threads=torch.get_num_threads())
@@ -190,7 +196,7 @@ if graph_kind is not None:
     graph = build_graph(emb, k=k, self_loops=self_loops, **({} if tau is None else dict(tau=tau)))
     if graph_kind == "random":  # same number of undirected edges, endpoints uniform; weights = cosine of the endpoints
         graph = random_graph(ds.n_items + 1, graph.num_undirected_edges, seed=seed, emb=emb)
-    graph_info = {"kind": graph_kind, **{k_: v for k_, v in graph.info.items() if isinstance(v, (int, float, str))}, **graph_stats(graph)}
+    graph = graph.with_features(emb)  # the text variants also take the vectors as input    graph_info = {"kind": graph_kind, **{k_: v for k_, v in graph.info.items() if isinstance(v, (int, float, str))}, **graph_stats(graph)}
 graph_info
 
 # %% [markdown]
@@ -201,7 +207,7 @@ mcfg = dict(dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, max_le
             edge_dropout=edge_dropout, node_dropout=node_dropout, node_dropout_mode=node_dropout_mode,
             output_embedding=output_embedding, l2=l2, ffn_mult=ffn_mult, activation=activation,
             attn_out_dropout=attn_out_dropout, ffn_inner_dropout=ffn_inner_dropout, init=init, scale_input=scale_input,
-            **overrides)
+            text_dim=text_dim, **overrides)
 seed_everything(seed)
 model = build_model(model_name, ds.n_items, mcfg, graph, n_users=split.n_users)
 mcfg = model.cfg  # the model's own config class, resolved
