@@ -90,15 +90,25 @@ def state(job: dict, results: Path) -> tuple[str, str]:
     if has_test(results / job["name"]): return "published", ""
     if has_test(folder): return "done", ""
     if (runs_root() / "_grid" / f"{job['name']}.failed").exists(): return "failed", str(runs_root() / "_grid" / f"{job['name']}.failed")
-    lock = folder / ".grid.lock"
-    if lock.exists():
-        with open(lock) as f:
-            try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); fcntl.flock(f, fcntl.LOCK_UN)
-            except BlockingIOError: return "running", epochs_of(folder)
+    if is_locked(folder / ".grid.lock"): return "running", epochs_of(folder)
     if (folder / "last.pt").exists():
         if time.time() - (folder / "last.pt").stat().st_mtime < ACTIVE_S: return "running", epochs_of(folder) + " (outside this queue)"
         return "partial", epochs_of(folder)
     return "pending", ""
+
+
+def is_locked(lock: Path) -> bool:
+    "Is a run's lock file held (by a queue or by the run it started)?"
+    try:
+        with open(lock) as f:
+            try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); fcntl.flock(f, fcntl.LOCK_UN); return False
+            except BlockingIOError: return True
+    except OSError: return False
+
+
+def active_runs() -> int:
+    "Runs under the runs folder that any queue is running now: `--jobs` caps them all together."
+    return sum(is_locked(l) for l in runs_root().glob("*/.grid.lock"))
 
 
 def epochs_of(folder: Path) -> str:
@@ -162,7 +172,7 @@ def cmd_run(args) -> None:
                     tail = (runs_root() / "_grid" / f"{name}.log").read_text(errors="replace")[-3000:]
                     (runs_root() / "_grid" / f"{name}.failed").write_text(f"exit code {rc}\n{tail}")
                     print(f"[{time.strftime('%H:%M:%S')}] FAILED {name} (exit {rc}); see {runs_root() / '_grid' / (name + '.log')}", flush=True)
-            while len(running) < args.jobs and queue:
+            while active_runs() < args.jobs and queue:
                 job = queue.pop(0)
                 st, _ = state(job, results)
                 if st == "published": continue
@@ -206,7 +216,7 @@ def main(argv=None) -> None:
         p = sub.add_parser(name); p.add_argument("grid")
         p.add_argument("--results", help="where finished runs are published (default: results/ of this project)")
         if name == "run":
-            p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2: one per core on a 2-core machine)")
+            p.add_argument("--jobs", type=int, default=2, help="runs at a time, counting those of other queues on the same runs folder (default 2: one per core on a 2-core machine)")
             p.add_argument("--only", nargs="*", help="run only names containing one of these strings")
             p.add_argument("--max-runs", type=int, help="start at most this many runs in this call")
             p.add_argument("--retry-failed", action="store_true", help="forget recorded failures and run them again")
