@@ -6,6 +6,7 @@ from the run folder's `last.pt`), and publish finished runs to `results/`.
     python tools/grid.py status configs/grids/recipe.yaml          # what is published / done / partial / pending
     python tools/grid.py run configs/grids/recipe.yaml --jobs 2    # work through the queue (Ctrl-C or a kill is safe)
     python tools/grid.py list configs/grids/recipe.yaml            # the expanded runs and their papermill parameters
+    python tools/grid.py run a.yaml b.yaml --only -s0              # several grids in one queue; only names containing '-s0'
 
 A grid file:
 
@@ -64,7 +65,7 @@ def expand(g: dict) -> list[dict]:
         for s in r.get("seeds", seeds):
             name = r["name"].format(seed=s) if "{seed}" in r["name"] else f"{r['name']}-s{s}"
             params = {"num_threads": 1, "progress": False, **(g.get("common") or {}), **(r.get("params") or {}), "seed": s, "run_name": name}
-            jobs.append(dict(name=name, seed=s, params=params))
+            jobs.append(dict(name=name, seed=s, params=params, grid=g))
     if g.get("order", "seed") == "seed":
         seed_pos = {s: i for i, s in enumerate(dict.fromkeys(j["seed"] for j in jobs))}
         jobs.sort(key=lambda j: seed_pos[j["seed"]])  # stable: runs keep their order within a seed
@@ -151,9 +152,18 @@ def start(g: dict, job: dict):
 def _sigterm(signum, frame): raise KeyboardInterrupt  # a kill stops the queue's runs like Ctrl-C does
 
 
+def expand_all(paths) -> list[dict]:
+    "The runs of several grid files, in order; a run named twice is kept once (its first place)."
+    jobs, seen = [], set()
+    for path in paths:
+        for j in expand(load_grid(Path(path))):
+            if j["name"] not in seen: seen.add(j["name"]); jobs.append(j)
+    return jobs
+
+
 def cmd_run(args) -> None:
     signal.signal(signal.SIGTERM, _sigterm)
-    g = load_grid(Path(args.grid)); jobs = expand(g)
+    jobs = expand_all(args.grid)
     results = Path(args.results) if args.results else ROOT / "results"
     if args.retry_failed:
         for j in jobs: (runs_root() / "_grid" / f"{j['name']}.failed").unlink(missing_ok=True)
@@ -180,7 +190,7 @@ def cmd_run(args) -> None:
                     print(f"[{time.strftime('%H:%M:%S')}] {job['name']} was finished: published to {publish(job, results)}", flush=True); continue
                 if st in ("failed", "running"): continue
                 if args.max_runs is not None and done_now + len(running) >= args.max_runs: queue.clear(); break
-                h = start(g, job)
+                h = start(job["grid"], job)
                 if h is None: continue
                 running[job["name"]] = (job, h)
                 print(f"[{time.strftime('%H:%M:%S')}] started {job['name']} ({st}{', resuming' if st == 'partial' else ''})", flush=True)
@@ -196,8 +206,8 @@ def cmd_run(args) -> None:
 
 
 def cmd_status(args) -> None:
-    g = load_grid(Path(args.grid)); results = Path(args.results) if args.results else ROOT / "results"
-    rows = [(j["name"], *state(j, results)) for j in expand(g)]
+    results = Path(args.results) if args.results else ROOT / "results"
+    rows = [(j["name"], *state(j, results)) for j in expand_all(args.grid)]
     w = max(len(r[0]) for r in rows)
     for n, s, d in rows: print(f"{n:<{w}}  {s:<9}  {d}")
     counts = {s: sum(r[1] == s for r in rows) for s in ("published", "done", "running", "partial", "failed", "pending")}
@@ -205,15 +215,14 @@ def cmd_status(args) -> None:
 
 
 def cmd_list(args) -> None:
-    g = load_grid(Path(args.grid))
-    for j in expand(g): print(j["name"], json.dumps({k: v for k, v in j["params"].items() if k not in ("run_name",)}))
+    for j in expand_all(args.grid): print(j["name"], json.dumps({k: v for k, v in j["params"].items() if k not in ("run_name",)}))
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("run", "status", "list"):
-        p = sub.add_parser(name); p.add_argument("grid")
+        p = sub.add_parser(name); p.add_argument("grid", nargs="+", help="grid files, queued in this order")
         p.add_argument("--results", help="where finished runs are published (default: results/ of this project)")
         if name == "run":
             p.add_argument("--jobs", type=int, default=2, help="runs at a time, counting those of other queues on the same runs folder (default 2: one per core on a 2-core machine)")
