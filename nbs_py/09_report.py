@@ -296,6 +296,80 @@ test_eq(changed_settings({"l2": 1.0000000000001e-5, "n_neg": 100, "loss": "ce"},
 test_eq(changed_settings({}, ref), "reference")
 
 # %% [markdown]
+# Tables group runs by what differs from a dataset's **reference recipe**: the settings of `configs/<dataset>.yaml`
+# over the train notebook's defaults, with a constant learning rate (`lr_patience 0`, the project's schedule; see
+# the README). `recipe_summary` gives one row per change (mean ± std over seeds, the NDCG@10 gain over the
+# reference rows and, with two or more common seeds, the paired p-value); `graph_tests` pairs each recipe's SAGERec
+# runs (or any graph variant) with its no-graph runs.
+
+# %%
+#| export
+RECIPE_DEFAULTS = dict(dim=50, n_heads=1, n_blocks=2, dropout=0.5, max_len=50, l2=1e-5, ffn_mult=1, activation="relu",
+                       attn_out_dropout=True, ffn_inner_dropout=True, init="xavier", scale_input=True, batch_size=128, lr=1e-3,
+                       adam_beta2=0.999, n_neg=1, bucket=50, loss_norm="batch", loss="bce", pool="uniform", logq=False,
+                       lr_patience=0, lr_signal="valid_loss", output_embedding="graph", k=3, n_graph_layers=1, edge_dropout=0.2,
+                       node_dropout=0.5, node_dropout_mode="messages", text_dim=64)  # the train notebook's defaults for what defines a recipe
+
+def reference_recipe(dataset: str, configs: Path | str | None = None) -> dict:
+    "The reference recipe of `dataset`: `RECIPE_DEFAULTS` overlaid by `configs/<dataset>.yaml`, with a constant LR."
+    import yaml
+    path = Path(configs or (project_root() or Path.cwd()) / "configs") / f"{dataset}.yaml"
+    cfg = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return {**RECIPE_DEFAULTS, **{k: v for k, v in cfg.items() if k in RECIPE_DEFAULTS}, "lr_patience": 0}
+
+def recipe_summary(table: pd.DataFrame,           # from `ablation_table`, one dataset and variant
+                   base: str = "reference",       # the `change` that others are compared with
+                   metrics: tuple[str, ...] = METRICS,
+                  ) -> pd.DataFrame:
+    "One row per `change`: mean ± std over seeds, the NDCG@10 gain over `base` and, with >= 2 common seeds, the paired p-value."
+    rows, ref = [], table[table["change"] == base]
+    for change, g in table.groupby("change", sort=False):
+        row = {"change": change, "seeds": ",".join(map(str, sorted(g["seed"])))}
+        for m in metrics: row[m] = f"{g[m].mean():.4f} ± {g[m].std():.4f}" if len(g) > 1 else f"{g[m].mean():.4f}"
+        if len(ref) and change != base:
+            row["NDCG@10 vs reference"] = f"{g['ndcg@10'].mean() / ref['ndcg@10'].mean() - 1:+.1%}"
+            if len(set(g["seed"]) & set(ref["seed"])) >= 2:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pt = paired_test(pd.concat([g, ref]).assign(arm=lambda d: np.where(d["change"] == base, "b", "a")), "a", "b", label="arm")
+                row["p"] = f"{pt.loc['ndcg@10', 'p']:.2g}"
+        row["best epoch"] = f"{g['best_epoch'].mean():.0f}"
+        row["s/epoch"] = f"{g['s/epoch'].mean():.1f}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("change")
+
+def graph_tests(table: pd.DataFrame,           # from `ablation_table`, one dataset
+                baseline: str = "sasrec",      # the no-graph variant
+               ) -> pd.DataFrame:
+    "For every recipe and every other variant run with >= 2 seeds in common with `baseline`: the paired t-test per metric."
+    out = []
+    for change, g in table.groupby("change"):
+        for v in sorted(set(g["variant"]) - {baseline}):
+            common = set(g[g["variant"] == v]["seed"]) & set(g[g["variant"] == baseline]["seed"])
+            if len(common) < 2: continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pt = paired_test(g[g["variant"].isin([v, baseline])], v, baseline)
+            out.append(pt.rename(columns={f"{v} mean": "variant mean", f"{baseline} mean": "no-graph mean"})
+                         .assign(change=change, variant=v).reset_index())
+    return pd.concat(out).set_index(["change", "variant", "metric"]) if out else pd.DataFrame()
+
+
+# %%
+rt = pd.DataFrame([{"dataset": "toy", "protocol": "full-masked", "change": c, "variant": v, "seed": sd, "ndcg@10": x, "recall@10": 2 * x, "ndcg@20": x, "recall@20": 3 * x,
+                    "best_epoch": 10, "s/epoch": 1.0}
+                   for c, v, sd, x in [("reference", "sasrec", 0, .030), ("reference", "sasrec", 1, .031), ("l2=0.0", "sasrec", 0, .033),
+                                       ("l2=0.0", "sasrec", 1, .035), ("reference", "sagerec", 0, .032), ("reference", "sagerec", 1, .034)]])
+rs, gt_ = recipe_summary(rt[rt.variant == "sasrec"]), graph_tests(rt)
+rs[["seeds", "ndcg@10", "NDCG@10 vs reference", "p"]], gt_.loc[("reference", "sagerec", "ndcg@10"), ["variant mean", "no-graph mean", "seeds"]]
+
+# %%
+test_eq(rs.loc["l2=0.0", "NDCG@10 vs reference"], f"{(0.034 / 0.0305) - 1:+.1%}")
+test_eq(rs.loc["reference", "ndcg@10"], "0.0305 ± 0.0007")
+test_close(gt_.loc[("reference", "sagerec", "ndcg@10"), "variant mean"], 0.033, eps=1e-12)
+test_eq(reference_recipe("beauty")["lr_patience"], 0); test_eq(reference_recipe("ml-1m")["max_len"], 165)
+
+# %% [markdown]
 # ## Where does a gain come from? Targets by popularity
 #
 # A mean over users hides *which* users gain. `popularity_groups` splits the test users by how often their

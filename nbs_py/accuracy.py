@@ -21,25 +21,23 @@ results_folder: str = "../results"  # a folder of run folders (results/, or runs
 dataset: str = "beauty"             # which dataset's runs to tabulate
 
 # %%
-import warnings
+import json
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from sagerec.core import save_fig
-from sagerec.report import METRICS, ablation_table, paired_test, plot_runs, seed_summary
+from sagerec.report import ablation_table, graph_tests, plot_runs, recipe_summary, reference_recipe
 
 # %% [markdown]
 # ## The reference recipe
 #
-# The settings of `configs/beauty.yaml` (the paper's, as this project first read them) with a constant learning
-# rate. Each row below names what differs from it.
+# `sagerec.report.reference_recipe`: the settings of `configs/<dataset>.yaml` (the paper's, as this project first
+# read them) over the train notebook's defaults, with a constant learning rate. Each row below names what
+# differs from it (`sagerec.report.changed_settings`).
 
 # %%
-REFERENCE = dict(dim=50, n_heads=1, dropout=0.5, l2=1e-5, ffn_mult=1, activation="relu", attn_out_dropout=True,
-                 ffn_inner_dropout=True, init="xavier", scale_input=True, batch_size=128, lr=1e-3, adam_beta2=0.999,
-                 n_neg=1, bucket=50, loss_norm="batch", loss="bce", pool="uniform", logq=False, lr_patience=0,
-                 output_embedding="graph", k=3, n_graph_layers=1, edge_dropout=0.2, node_dropout=0.5)
+REFERENCE = reference_recipe(dataset)
 runs = ablation_table([results_folder], REFERENCE, extra=("variant",))
 runs = runs[runs["dataset"] == dataset]
 runs.groupby(["variant", "change"]).size().rename("runs").to_frame()
@@ -47,41 +45,20 @@ runs.groupby(["variant", "change"]).size().rename("runs").to_frame()
 # %%
 assert len(runs) > 0 and runs["change"].notna().all()
 
-
 # %% [markdown]
 # ## Part 1 — the no-graph variant (our SASRec) under BCE: one factor at a time
 #
-# Mean ± standard deviation over the seeds run (n), the change of each metric against the reference rows, and a
-# paired t-test over common seeds where at least two exist. Seconds per epoch depend on how loaded the shared CPU
-# was, so they are indicative only.
+# Mean ± standard deviation over the seeds run, the change of NDCG@10 against the reference rows, and a paired
+# t-test over common seeds where at least two exist (`sagerec.report.recipe_summary`). Seconds per epoch depend on
+# how loaded the shared CPU was, so they are indicative only.
 
 # %%
-def summarise(t: pd.DataFrame, base: str = "reference") -> pd.DataFrame:
-    "One row per `change`: mean ± std over seeds, the gain over `base` and, with >= 2 common seeds, the paired p-value."
-    rows = []
-    ref = t[t["change"] == base]
-    for change, g in t.groupby("change", sort=False):
-        row = {"change": change, "n": g["seed"].nunique(), "seeds": ",".join(map(str, sorted(g["seed"])))}
-        for m in METRICS: row[m] = f"{g[m].mean():.4f} ± {g[m].std():.4f}" if len(g) > 1 else f"{g[m].mean():.4f}"
-        if len(ref) and change != base:
-            row["NDCG@10 gain"] = f"{g['ndcg@10'].mean() / ref['ndcg@10'].mean() - 1:+.1%}"
-            common = set(g["seed"]) & set(ref["seed"])
-            if len(common) >= 2:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    pt = paired_test(pd.concat([g, ref]).assign(arm=lambda d: np.where(d["change"] == base, "b", "a")), "a", "b", label="arm")
-                row["p (NDCG@10)"] = f"{pt.loc['ndcg@10', 'p']:.3g}"
-        row["best epoch"] = f"{g['best_epoch'].mean():.0f}"
-        row["s/epoch"] = f"{g['s/epoch'].mean():.1f}"
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("change")
-
 bce = runs[(runs["variant"] == "sasrec") & (runs["loss"].fillna("bce") == "bce")]
-recipe_table = summarise(bce)
+recipe_table = recipe_summary(bce)
 recipe_table
 
 # %%
-assert "reference" in recipe_table.index and recipe_table.loc["reference", "n"] >= 1
+assert "reference" in recipe_table.index
 
 # %%
 fig = plot_runs(bce.assign(label=bce["change"]), label="label")
@@ -91,51 +68,45 @@ save_fig("accuracy_recipe")
 # ## Part 2 — objectives beyond the paper
 #
 # The same model under full cross-entropy over the catalogue and under sampled softmax with a pool of negatives
-# shared by every position of a step (uniform, or by popularity with the logQ correction).
+# shared by every position of a step (uniform, or by training popularity with the logQ correction).
 
 # %%
 obj = runs[(runs["variant"] == "sasrec") & ((runs["loss"].fillna("bce") != "bce") | (runs["change"] == "reference"))]
-objective_table = summarise(obj)
+objective_table = recipe_summary(obj)
 objective_table
 
 # %%
 assert len(objective_table) >= 1
 
 # %% [markdown]
-# ## Part 3 — SAGERec against its no-graph counterpart
+# ## Part 3 — the graph, and the variants beyond the paper, against the no-graph counterpart
 #
-# For every recipe that was run with both variants: the paired t-test over common seeds (two-sided), per metric.
+# Every variant against the no-graph variant (`sasrec`) under the same recipe: mean ± std per variant, then the
+# paired t-test over common seeds (two-sided; `sagerec.report.graph_tests`). `gated`, `text`, `text_graph` and
+# `text_gated` go beyond the paper (`nbs/06_model.ipynb`, "Beyond the paper").
 
 # %%
-pairs = []
-for change, g in runs.groupby("change"):
-    if {"sagerec", "sasrec"} <= set(g["variant"]):
-        common = set(g[g.variant == "sagerec"].seed) & set(g[g.variant == "sasrec"].seed)
-        if len(common) >= 2:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pt = paired_test(g, "sagerec", "sasrec")
-            pairs.append(pt.assign(change=change).reset_index())
-graph_table = pd.concat(pairs).set_index(["change", "metric"]) if pairs else pd.DataFrame()
-graph_table.round(4)
+by_variant = pd.concat({v: recipe_summary(g) for v, g in runs.groupby("variant")}, names=["variant"])
+by_variant.swaplevel().sort_index()[["seeds", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "best epoch", "s/epoch"]]
+
+# %%
+graph_table = graph_tests(runs)
+graph_table.round(4) if len(graph_table) else "no variant has two seeds in common with its no-graph counterpart yet"
+
 
 # %% [markdown]
 # ### By target popularity
 #
 # Test users split into thirds by how often their target item occurs in training (`sagerec.report.popularity_groups`);
-# NDCG@10 per group, mean over seeds, for runs that recorded the split.
+# NDCG@10 per group, mean over seeds, for the runs that recorded the split.
 
 # %%
-import json
-from pathlib import Path
-
 def popularity_rows(t: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in t.iterrows():
         m = json.loads((Path(results_folder) / r["run"] / "metrics.json").read_text()).get("test_by_popularity")
-        if not m: continue
         for grp in ("head", "torso", "tail"):
-            if grp in m: rows.append({"variant": r["variant"], "change": r["change"], "seed": r["seed"], "group": grp, **{k: m[grp][k] for k in ("ndcg@10", "recall@10", "n_users")}})
+            if m and grp in m: rows.append({"variant": r["variant"], "change": r["change"], "seed": r["seed"], "group": grp, "ndcg@10": m[grp]["ndcg@10"]})
     return pd.DataFrame(rows)
 
 pop = popularity_rows(runs)

@@ -20,9 +20,9 @@ import seaborn as sns
 from .core import check, project_root
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'METRICS', 'POPULARITY_GROUPS', 'load_run', 'run_row', 'runs_table', 'results_dir', 'publish_run',
-           'plot_runs', 'seed_summary', 'paired_test', 'changed_settings', 'ablation_table', 'popularity_groups',
-           'metrics_by_group']
+__all__ = ['PROTOCOLS', 'METRICS', 'RECIPE_DEFAULTS', 'POPULARITY_GROUPS', 'load_run', 'run_row', 'runs_table', 'results_dir',
+           'publish_run', 'plot_runs', 'seed_summary', 'paired_test', 'changed_settings', 'ablation_table',
+           'reference_recipe', 'recipe_summary', 'graph_tests', 'popularity_groups', 'metrics_by_group']
 
 # %% ../nbs/09_report.ipynb #f8b6e0b4
 PROTOCOLS = ("full-masked", "full-unmasked", "sampled100")  # evaluation protocols recorded by nbs/train.ipynb
@@ -150,6 +150,57 @@ def ablation_table(folders, reference: dict, protocol: str = "full-masked", extr
         run = load_run(r)
         rows.append({**run_row(run, protocol, tuple(reference) + tuple(extra)), "change": changed_settings(run["params"], reference)})
     return pd.DataFrame(rows)
+
+# %% ../nbs/09_report.ipynb #ce0002ac
+RECIPE_DEFAULTS = dict(dim=50, n_heads=1, n_blocks=2, dropout=0.5, max_len=50, l2=1e-5, ffn_mult=1, activation="relu",
+                       attn_out_dropout=True, ffn_inner_dropout=True, init="xavier", scale_input=True, batch_size=128, lr=1e-3,
+                       adam_beta2=0.999, n_neg=1, bucket=50, loss_norm="batch", loss="bce", pool="uniform", logq=False,
+                       lr_patience=0, lr_signal="valid_loss", output_embedding="graph", k=3, n_graph_layers=1, edge_dropout=0.2,
+                       node_dropout=0.5, node_dropout_mode="messages", text_dim=64)  # the train notebook's defaults for what defines a recipe
+
+def reference_recipe(dataset: str, configs: Path | str | None = None) -> dict:
+    "The reference recipe of `dataset`: `RECIPE_DEFAULTS` overlaid by `configs/<dataset>.yaml`, with a constant LR."
+    import yaml
+    path = Path(configs or (project_root() or Path.cwd()) / "configs") / f"{dataset}.yaml"
+    cfg = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return {**RECIPE_DEFAULTS, **{k: v for k, v in cfg.items() if k in RECIPE_DEFAULTS}, "lr_patience": 0}
+
+def recipe_summary(table: pd.DataFrame,           # from `ablation_table`, one dataset and variant
+                   base: str = "reference",       # the `change` that others are compared with
+                   metrics: tuple[str, ...] = METRICS,
+                  ) -> pd.DataFrame:
+    "One row per `change`: mean ± std over seeds, the NDCG@10 gain over `base` and, with >= 2 common seeds, the paired p-value."
+    rows, ref = [], table[table["change"] == base]
+    for change, g in table.groupby("change", sort=False):
+        row = {"change": change, "seeds": ",".join(map(str, sorted(g["seed"])))}
+        for m in metrics: row[m] = f"{g[m].mean():.4f} ± {g[m].std():.4f}" if len(g) > 1 else f"{g[m].mean():.4f}"
+        if len(ref) and change != base:
+            row["NDCG@10 vs reference"] = f"{g['ndcg@10'].mean() / ref['ndcg@10'].mean() - 1:+.1%}"
+            if len(set(g["seed"]) & set(ref["seed"])) >= 2:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pt = paired_test(pd.concat([g, ref]).assign(arm=lambda d: np.where(d["change"] == base, "b", "a")), "a", "b", label="arm")
+                row["p"] = f"{pt.loc['ndcg@10', 'p']:.2g}"
+        row["best epoch"] = f"{g['best_epoch'].mean():.0f}"
+        row["s/epoch"] = f"{g['s/epoch'].mean():.1f}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("change")
+
+def graph_tests(table: pd.DataFrame,           # from `ablation_table`, one dataset
+                baseline: str = "sasrec",      # the no-graph variant
+               ) -> pd.DataFrame:
+    "For every recipe and every other variant run with >= 2 seeds in common with `baseline`: the paired t-test per metric."
+    out = []
+    for change, g in table.groupby("change"):
+        for v in sorted(set(g["variant"]) - {baseline}):
+            common = set(g[g["variant"] == v]["seed"]) & set(g[g["variant"] == baseline]["seed"])
+            if len(common) < 2: continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pt = paired_test(g[g["variant"].isin([v, baseline])], v, baseline)
+            out.append(pt.rename(columns={f"{v} mean": "variant mean", f"{baseline} mean": "no-graph mean"})
+                         .assign(change=change, variant=v).reset_index())
+    return pd.concat(out).set_index(["change", "variant", "metric"]) if out else pd.DataFrame()
 
 # %% ../nbs/09_report.ipynb #2f0b7e17
 POPULARITY_GROUPS = ("head", "torso", "tail")
