@@ -93,14 +93,19 @@
 # %% [markdown]
 # ## Results so far
 #
-# `configs/<dataset>.yaml` (paper hyperparameters; packaged all-MiniLM-L6-v2 instead of the paper's MiniLM-L12-v2),
-# one CPU thread per run on a 2-core machine shared by two runs, no GPU. **Protocol:** leave-one-out, the test item
-# ranked against the **whole catalogue with the user's history masked**; best-validation-NDCG@10 checkpoint; metrics
-# averaged over all users (Beauty 22,363, Toys 19,412, ML-1M 6,034). Each row is the mean ± standard deviation over the seeds it
-# lists, built by `sagerec.report.seed_summary` from the runs' own `metrics.json`, copied into `results/<run>/`
-# (every run's numbers are there, and plotted in `nbs/09_report.ipynb`). A run is repeated by
-# `papermill nbs/train.ipynb runs/<run>.ipynb -f configs/<dataset>.yaml -p dataset <dataset> -p variant <variant> -p seed <seed> -p lr_patience <lr_patience> -p num_threads 1 -p run_name <run>`;
-# `s/epoch` is its training time per epoch, two runs sharing the two cores (and, at times, other work).
+# One CPU thread per run on a 2-core machine shared by two runs (and, at times, other work), no GPU; packaged
+# all-MiniLM-L6-v2 instead of the paper's MiniLM-L12-v2. **Protocol:** leave-one-out, the test item ranked against
+# the **whole catalogue with the user's history masked**; best-validation-NDCG@10 checkpoint; metrics averaged over
+# all users (Beauty 22,363, Toys 19,412, ML-1M 6,034). Rows are grouped by **what differs from the dataset's
+# reference recipe** (`change`): the settings of `configs/<dataset>.yaml` (the paper's hyperparameters, as first
+# read) with a constant learning rate (`lr_patience 0`, see below); `sagerec.report.reference_recipe` defines it and
+# `changed_settings` names the difference from each run's own `params.json`. Each row is the mean ± standard
+# deviation over the seeds it lists, from the runs' `metrics.json` copied into `results/<run>/`. A run is repeated
+# by `papermill nbs/train.ipynb runs/<run>.ipynb -f configs/<dataset>.yaml -p dataset <dataset> -p variant <variant> -p seed <seed> -p lr_patience 0 -p num_threads 1 -p run_name <run>`
+# plus `-p <setting> <value>` for each change; the grids that produced them are `configs/grids/*.yaml`
+# (`python tools/grid.py run configs/grids/graph.yaml`). `s/epoch` is the training time per epoch on the shared
+# CPU, so only indicative. `nbs/accuracy.ipynb` holds the full analysis (recipe ablation, objectives, variants,
+# popularity groups).
 #
 # **Full ranking, history masked** (the default protocol):
 
@@ -110,49 +115,51 @@ results_folder: str = ""  # published runs to tabulate; "" -> results/. `papermi
 
 # %%
 #| hide
+import json
 from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown
-from sagerec.core import SageRecError, project_root
-from sagerec.report import paired_test, results_dir, runs_table, seed_summary
+from sagerec.core import project_root
+from sagerec.report import ablation_table, graph_tests, recipe_summary, reference_recipe, results_dir
 
 
 # %%
 #| echo: false
 def results(protocol: str) -> pd.DataFrame:
+    "Every published run under `protocol`, labelled by what differs from its dataset's reference recipe."
     folder = (project_root() or Path.cwd()) / results_folder if results_folder else results_dir()
-    return runs_table([folder], protocol=protocol, params=("lr_patience",))
+    datasets = sorted({json.loads((p / "params.json").read_text())["dataset"] for p in folder.iterdir() if (p / "params.json").exists()})
+    parts = [t[t["dataset"] == d] for d in datasets for t in [ablation_table([folder], reference_recipe(d), protocol, extra=("variant",))]]
+    return pd.concat(parts, ignore_index=True)
 
 def summary_markdown(protocol: str) -> Markdown:
-    "Mean ± std over seeds per dataset, variant and LR schedule."
+    "Mean ± std over seeds per dataset, variant and change from the reference recipe."
     t = results(protocol)
-    key = ["dataset", "variant", "lr_patience"]
-    s = seed_summary(t, by=tuple(key))
-    out = pd.DataFrame(index=s.index)
-    for m in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"):
-        out[m] = [f"{a:.4f} ± {b:.4f}" if n > 1 else f"{a:.4f}" for a, b, n in zip(s[f"{m} mean"], s[f"{m} std"], s["n"])]
-    g = t.groupby(key)
-    out["seeds"] = s["seeds"]
-    out["best epoch"] = g["best_epoch"].agg(lambda e: f"{e.min()}–{e.max()}" if e.nunique() > 1 else str(e.iloc[0]))
-    out["s/epoch"] = g["s/epoch"].mean().round(2)
-    return Markdown(out.reset_index().sort_values(["dataset", "lr_patience", "variant"]).to_markdown(index=False, disable_numparse=True))
+    rows = []
+    for (d, v), g in t.groupby(["dataset", "variant"]):
+        s = recipe_summary(g).reset_index()
+        rows.append(s.assign(dataset=d, variant=v))
+    out = pd.concat(rows)[["dataset", "variant", "change", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "seeds", "best epoch", "s/epoch"]]
+    return Markdown(out.sort_values(["dataset", "change", "variant"]).to_markdown(index=False, disable_numparse=True))
 
 summary_markdown("full-masked")
 
 
 # %% [markdown]
-# **Is the graph's gain real?** SAGERec against the no-graph variant on Beauty, constant LR, full ranking with history masked:
-# a paired two-sided t-test over the seeds both were run with (`sagerec.report.paired_test`, scipy's `ttest_rel`;
-# the paper's test, which asks for p < 0.01); `gain` is the relative difference of the means.
+# **Is the graph's gain real?** Each graph variant against the no-graph variant (`sasrec`) under the same recipe, on
+# every dataset and recipe with two or more seeds run for both: a paired two-sided t-test over those seeds
+# (`sagerec.report.graph_tests`, scipy's `ttest_rel`; the paper's test asks for p < 0.01); `gain` is the relative
+# difference of the means.
 
 # %%
 #| echo: false
-def test_markdown(protocol: str = "full-masked", lr_patience: int = 0, dataset: str = "beauty") -> Markdown:
+def test_markdown(protocol: str = "full-masked") -> Markdown:
     t = results(protocol)
-    t = t[(t["lr_patience"] == lr_patience) & (t["dataset"] == dataset)]
-    try: pt = paired_test(t, "sagerec", "sasrec")
-    except SageRecError as e: return Markdown(f"(no test: {e})")
-    return Markdown(pt.reset_index().to_markdown(index=False, floatfmt=".4g"))
+    out = [graph_tests(g).reset_index().assign(dataset=d) for d, g in t.groupby("dataset")]
+    out = [o for o in out if len(o)]
+    if not out: return Markdown("(no variant has two seeds in common with its no-graph counterpart yet)")
+    tab = pd.concat(out)[["dataset", "change", "variant", "metric", "variant mean", "no-graph mean", "gain", "t", "p", "seeds"]]
+    return Markdown(tab.to_markdown(index=False, floatfmt=".4g"))
 
 test_markdown()
 
@@ -164,7 +171,7 @@ test_markdown()
 summary_markdown("full-unmasked")
 
 # %% [markdown]
-# Paired test (Beauty, constant LR), history not masked:
+# Paired tests, history not masked:
 
 # %%
 #| echo: false
@@ -178,7 +185,7 @@ test_markdown("full-unmasked")
 summary_markdown("sampled100")
 
 # %% [markdown]
-# Paired test (Beauty, constant LR), sampled-100:
+# Paired tests, sampled-100:
 
 # %%
 #| echo: false
