@@ -42,9 +42,11 @@ torch.set_num_threads(1)  # tiny fixtures: one thread is faster and immune to a 
 # ranking losses (TOP1, BPR) over the other items of the mini-batch; its follow-up (Hidasi & Karatzoglou,
 # CIKM 2018) adds sampled negatives and cross-entropy-style losses, which work best. Here: item embedding (width
 # `dim`, the graph plug-in in front of it) -> dropout -> GRU (`hidden` units, `n_layers`) -> a linear map back
-# to `dim`, scored against the same item table; trained with the trainer's shared objectives (`bce` with
-# sampled negatives, `ce` over every item as RecBole's GRU4Rec). The TOP1 / BPR-max losses of the papers are not
-# implemented.
+# to `dim`, scored against the same item table. Objectives (`objective`): the paper's ranking losses over the
+# trainer's per-position negatives (the paper samples them from the other sessions of the mini-batch), **TOP1**
+# $\frac1K\sum_j \sigma(r_j - r_i) + \sigma(r_j^2)$ and **BPR** $-\frac1K\sum_j \log\sigma(r_i - r_j)$, or `"shared"`: the
+# trainer's loss kind (`ce`, a softmax over every item, is what RecBole's GRU4Rec uses and what the follow-up
+# paper found best among its losses; its BPR-max is not implemented).
 #
 # **Left padding and the GRU.** A GRU started on padding would carry a state that depends on how much padding
 # the batch has, so a sequence would score differently in different batches. The batch is realigned to the left,
@@ -60,10 +62,12 @@ class GRU4RecConfig(ModelConfig):
     hidden: int = 100  # GRU units (paper: 100)
     n_layers: int = 1  # GRU layers (paper: 1)
     dropout: float = 0.25  # dropout on the input embeddings (paper: 0-0.5 by dataset; RecBole: 0.3)
+    objective: str = "shared"  # "top1" or "bpr": the paper's ranking losses over the per-position negatives; "shared": the trainer's loss kind
 
     def __post_init__(self):
         super().__post_init__()
         check(self.hidden >= 1 and self.n_layers >= 1, f"GRU4RecConfig: hidden={self.hidden} and n_layers={self.n_layers} must be >= 1.")
+        check(self.objective in ("shared", "top1", "bpr"), f"GRU4RecConfig.objective={self.objective!r}: use 'shared', 'top1' or 'bpr'.")
 
 
 def realign(x: Tensor,  # (B, L, C) rows aligned to one side
@@ -118,6 +122,24 @@ class GRU4Rec(SeqRecModel):
     def l2_penalty(self) -> Tensor:  # ()
         return self.cfg.l2 * self.item_emb.weight.square().sum()
 
+    def training_loss(self, batch: TrainBatch) -> Tensor:  # ()
+        obj = self.cfg.objective
+        if obj == "shared": return super().training_loss(batch)
+        check(batch.kind == "bce" and batch.neg is not None, f"GRU4Rec's {obj.upper()} loss needs per-position negatives: train with "
+              f"the loss 'bce' (got {batch.kind!r}) and n_neg > 1, or set objective='shared'.")
+        seqs, pos, neg = batch.seqs, batch.pos, batch.neg
+        if neg.ndim == 2: neg = neg[..., None]  # (B, L, 1)
+        ids = self._check_ids(seqs, "seqs", pos, "pos", neg, "neg")
+        inp, out = self.tables(ids if self.restrict_to_batch else None)
+        h = self.encode_with(seqs, inp)  # (B, L, D)
+        valid = pos != 0
+        hv = h[valid]  # (n, D)
+        r_i = (hv * F.embedding(pos[valid], out)).sum(-1, keepdim=True)  # (n, 1) the next item's score
+        r_j = torch.einsum("nd,nkd->nk", hv, F.embedding(neg[valid], out))  # (n, K) the negatives'
+        if obj == "top1": loss = (torch.sigmoid(r_j - r_i) + torch.sigmoid(r_j.square())).mean()
+        else: loss = -F.logsigmoid(r_i - r_j).mean()
+        return loss + self.l2_penalty()
+
 
 # %% [markdown]
 # `realign` moves the items of a left-padded row to its start and back:
@@ -150,6 +172,27 @@ with torch.no_grad():
 test_close(s_alone[:, 1:], s_wide[:, 1:], eps=1e-6)
 test_close(h1[:, :3], h2[:, :3], eps=1e-7); assert (h1[:, 3] - h2[:, 3]).abs().max() > 1e-4
 test_eq(h1[0, 0], torch.zeros(8))  # padding positions are 0
+
+# %% [markdown]
+# **The paper's losses by hand** on a batch of two sequences with two negatives per position:
+
+# %%
+seqs = torch.tensor([[0, 1, 2], [3, 4, 5]]); pos = torch.tensor([[0, 2, 3], [4, 5, 6]])
+neg = torch.tensor([[[0, 0], [7, 8], [9, 1]], [[1, 2], [6, 7], [8, 9]]]); b = TrainBatch(torch.arange(2), seqs, pos, neg)
+with torch.no_grad():
+    h = gru.encode(seqs); E = gru.output_embeddings(); v = pos != 0
+    ri = (h[v] * E[pos[v]]).sum(-1, keepdim=True); rj = torch.einsum("nd,nkd->nk", h[v], E[neg[v]])
+    by_hand = {"top1": (torch.sigmoid(rj - ri) + torch.sigmoid(rj ** 2)).mean(), "bpr": -F.logsigmoid(ri - rj).mean()}
+    got = {}
+    for o in by_hand: gru.cfg.objective = o; got[o] = gru.training_loss(b)
+    gru.cfg.objective = "shared"
+got, by_hand
+
+# %%
+for o in by_hand: test_close(got[o], by_hand[o] + gru.l2_penalty(), eps=1e-6)
+gru.cfg.objective = "top1"
+test_fail(lambda: gru.training_loss(TrainBatch(b.users, seqs, pos, None, kind="ce")), contains="train with the loss 'bce'")
+gru.cfg.objective = "shared"
 
 
 # %% [markdown]

@@ -323,7 +323,7 @@ class SeqRecModel(nn.Module):
         s = torch.einsum("bd,bcd->bc", z, F.embedding(cand, out))  # (B, C)
         return s.masked_fill(cand == 0, float("-inf"))
 
-# %% ../nbs/06_model.ipynb #a88dae82
+# %% ../nbs/06_model.ipynb #8f8b9daf
 @dataclass(frozen=True)
 class ModelSpec:
     "A registered model: its name, class and the paper it follows."
@@ -349,6 +349,8 @@ def register_model(name: str,  # the model's name (lower case)
         old = _REGISTRY.get(name)
         if old is not None and old.cls.__qualname__ != cls.__qualname__:  # the same class again (a re-run cell, a reload) is fine
             raise SageRecError(f"Model name {name!r} is already taken by {old.cls.__module__}.{old.cls.__qualname__}: pick another name.")
+        if old is not None and not old.cls.__module__.startswith("sagerec.") and cls.__module__.startswith("sagerec."):
+            return cls  # a notebook's own definition wins over the package's (possibly older) export of it
         _REGISTRY[name] = ModelSpec(name, cls, paper)
         return cls
     return deco

@@ -22,7 +22,7 @@ from .model import ModelConfig, SeqRecModel, TrainBatch, register_model, xavier_
 # %% auto #0
 __all__ = ['GRU4RecConfig', 'realign', 'GRU4Rec', 'CaserConfig', 'Caser']
 
-# %% ../nbs/10_rnn_cnn.ipynb #539d3a6f
+# %% ../nbs/10_rnn_cnn.ipynb #e82db599
 @dataclass
 class GRU4RecConfig(ModelConfig):
     "GRU4Rec settings: the shared ModelConfig fields plus the GRU's size."
@@ -30,10 +30,12 @@ class GRU4RecConfig(ModelConfig):
     hidden: int = 100  # GRU units (paper: 100)
     n_layers: int = 1  # GRU layers (paper: 1)
     dropout: float = 0.25  # dropout on the input embeddings (paper: 0-0.5 by dataset; RecBole: 0.3)
+    objective: str = "shared"  # "top1" or "bpr": the paper's ranking losses over the per-position negatives; "shared": the trainer's loss kind
 
     def __post_init__(self):
         super().__post_init__()
         check(self.hidden >= 1 and self.n_layers >= 1, f"GRU4RecConfig: hidden={self.hidden} and n_layers={self.n_layers} must be >= 1.")
+        check(self.objective in ("shared", "top1", "bpr"), f"GRU4RecConfig.objective={self.objective!r}: use 'shared', 'top1' or 'bpr'.")
 
 
 def realign(x: Tensor,  # (B, L, C) rows aligned to one side
@@ -87,6 +89,24 @@ class GRU4Rec(SeqRecModel):
 
     def l2_penalty(self) -> Tensor:  # ()
         return self.cfg.l2 * self.item_emb.weight.square().sum()
+
+    def training_loss(self, batch: TrainBatch) -> Tensor:  # ()
+        obj = self.cfg.objective
+        if obj == "shared": return super().training_loss(batch)
+        check(batch.kind == "bce" and batch.neg is not None, f"GRU4Rec's {obj.upper()} loss needs per-position negatives: train with "
+              f"the loss 'bce' (got {batch.kind!r}) and n_neg > 1, or set objective='shared'.")
+        seqs, pos, neg = batch.seqs, batch.pos, batch.neg
+        if neg.ndim == 2: neg = neg[..., None]  # (B, L, 1)
+        ids = self._check_ids(seqs, "seqs", pos, "pos", neg, "neg")
+        inp, out = self.tables(ids if self.restrict_to_batch else None)
+        h = self.encode_with(seqs, inp)  # (B, L, D)
+        valid = pos != 0
+        hv = h[valid]  # (n, D)
+        r_i = (hv * F.embedding(pos[valid], out)).sum(-1, keepdim=True)  # (n, 1) the next item's score
+        r_j = torch.einsum("nd,nkd->nk", hv, F.embedding(neg[valid], out))  # (n, K) the negatives'
+        if obj == "top1": loss = (torch.sigmoid(r_j - r_i) + torch.sigmoid(r_j.square())).mean()
+        else: loss = -F.logsigmoid(r_i - r_j).mean()
+        return loss + self.l2_penalty()
 
 # %% ../nbs/10_rnn_cnn.ipynb #93862acc
 @dataclass
