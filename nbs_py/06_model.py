@@ -822,6 +822,39 @@ same_inputs, out_is_raw, diff
 # %%
 assert same_inputs and out_is_raw and diff > 1e-4
 
+
+# %% [markdown]
+# ## The smallest contract model, and the graph plug-in
+#
+# A model that registers its table with `item_table()` and says how to encode gets the loss, the scores and the
+# graph layer from the base class. Here the state after a sequence is its last item's (graph-enhanced) embedding.
+# With `graph_mode="learned"` the same class propagates its table over the graph and the edge MLP learns from its
+# loss; with `"none"` its tables are the raw embedding.
+
+# %%
+class LastItem(SeqRecModel):
+    "The state after each position is the embedding of the item there."
+    def __init__(self, n_items, cfg=None, graph=None, n_users=None):
+        super().__init__(n_items, cfg, graph, n_users)
+        self.item_table(); self.reset_parameters()
+    def reset_parameters(self): xavier_init_(self)
+    def encode_with(self, seqs, table, users=None): return F.embedding(seqs, table)  # (B, L, D)
+
+seed_everything(0)
+plain = LastItem(8, dict(dim=8, graph_mode="none"))
+plugged = LastItem(8, dict(dim=8, graph_mode="learned", edge_dropout=0.0, node_dropout=0.0), g)
+plugged.load_state_dict(plain.state_dict(), strict=False)  # the same item table
+plugged.train(); plugged.loss(seqs, pos, neg).backward()
+plain.eval(); plugged.eval()
+with torch.no_grad(): moved = (plugged.item_embeddings() - plain.item_embeddings()).abs().amax(1)  # (N+1,) per item
+plain.graph, type(plugged.graph).__name__, moved, plugged.graph.edge_mlp.lin1.weight.grad.abs().sum().item()
+
+# %%
+assert plain.graph is None and plugged.graph is not None
+with torch.no_grad(): test_eq(plain.item_embeddings(), plain.item_emb.weight)
+assert (moved[1:8] > 0).all() and moved[8] == 0  # items 1-7 have neighbours; item 8 has none
+assert plugged.graph.edge_mlp.lin1.weight.grad.abs().sum() > 0
+
 # %% [markdown]
 # ## Errors a user can act on
 
