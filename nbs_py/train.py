@@ -203,11 +203,12 @@ graph_info
 # ## Model
 
 # %%
-mcfg = dict(dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, max_len=max_len, n_graph_layers=n_graph_layers,
-            edge_dropout=edge_dropout, node_dropout=node_dropout, node_dropout_mode=node_dropout_mode,
-            output_embedding=output_embedding, l2=l2, ffn_mult=ffn_mult, activation=activation,
-            attn_out_dropout=attn_out_dropout, ffn_inner_dropout=ffn_inner_dropout, init=init, scale_input=scale_input,
-            text_dim=text_dim, **overrides)
+mcfg = {**dict(dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, max_len=max_len, n_graph_layers=n_graph_layers,
+               edge_dropout=edge_dropout, node_dropout=node_dropout, node_dropout_mode=node_dropout_mode,
+               output_embedding=output_embedding, l2=l2, ffn_mult=ffn_mult, activation=activation,
+               attn_out_dropout=attn_out_dropout, ffn_inner_dropout=ffn_inner_dropout, init=init, scale_input=scale_input,
+               text_dim=text_dim),
+        **overrides}  # overrides (the variant's, or model_params + the graph switch) win
 seed_everything(seed)
 model = build_model(model_name, ds.n_items, mcfg, graph, n_users=split.n_users)
 mcfg = model.cfg  # the model's own config class, resolved
