@@ -196,7 +196,8 @@ if graph_kind is not None:
     graph = build_graph(emb, k=k, self_loops=self_loops, **({} if tau is None else dict(tau=tau)))
     if graph_kind == "random":  # same number of undirected edges, endpoints uniform; weights = cosine of the endpoints
         graph = random_graph(ds.n_items + 1, graph.num_undirected_edges, seed=seed, emb=emb)
-    graph = graph.with_features(emb)  # the text variants also take the vectors as input    graph_info = {"kind": graph_kind, **{k_: v for k_, v in graph.info.items() if isinstance(v, (int, float, str))}, **graph_stats(graph)}
+    graph = graph.with_features(emb)  # the text variants also take the vectors as input
+    graph_info = {"kind": graph_kind, **{k_: v for k_, v in graph.info.items() if isinstance(v, (int, float, str))}, **graph_stats(graph)}
 graph_info
 
 # %% [markdown]
