@@ -237,6 +237,58 @@ Markdown("| model | class | follows | graph by default | user vectors |\n|---|--
     for n, s in registered_models().items()))
 
 # %% [markdown]
+# ## Scale: several processes, a million items
+#
+# **Distributed training** runs on PyTorch DDP under `torchrun`, through the module `sagerec.distributed` with the
+# train notebook's parameter names (`nbs/17_distributed.ipynb`): each batch's users are split across the ranks,
+# DDP all-reduces the gradients of the graph layer and the encoder (each rank's loss weighted by its share of the
+# batch's target positions, so the averaged gradient is the whole batch's), negatives and dropout are seeded per rank,
+# validation and test are sharded by users and gathered into exactly the single-process metrics, and rank 0 writes the
+# run folder, which the same command resumes. `nccl` on GPUs, `gloo` on CPUs, picked automatically:
+#
+# ```bash
+# # one machine with 4 GPUs (or 4 CPU processes on a machine without GPUs)
+# torchrun --standalone --nproc_per_node 4 -m sagerec.distributed -p dataset beauty -f configs/beauty.yaml
+# # two machines with 8 GPUs each: run on both, --node_rank 0 on the one at HOST0 and --node_rank 1 on the other
+# torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr HOST0 --master_port 29500 \
+#          -m sagerec.distributed -p dataset beauty -f configs/beauty.yaml
+# ```
+#
+# `tests/test_distributed.py` checks it with 2 CPU processes (`gloo`): one DDP step on two unequal half-batches gives
+# the parameters of one single-process step on the whole batch (to 1e-6), sharded evaluation gives bit-identical
+# metrics, and a 2-process run killed in its second epoch and restarted ends with the weights and history of an
+# uninterrupted one. On this 2-core machine (load average 8-9 from other jobs) 2 processes are slower, as expected:
+# SAGERec on a synthetic catalogue of 10^4 items, one thread per process, 11.5 s per training epoch in 1 process
+# and 17.6 s in 2 (`nbs/bench_scale.ipynb`); the point here is correctness and the launch path.
+#
+# **A million-item catalogue end to end** (`papermill nbs/bench_scale.ipynb runs/bench_scale.ipynb`): synthetic
+# catalogues from `sagerec.synthetic` (power-law popularity, clustered 384-d "text" embeddings, topic-following
+# sessions, as many users as items, ~10 interactions each), seed 0, SAGERec with the paper's model settings, batch
+# 128, one thread, each size in a fresh process; this 2-core machine was shared with other jobs (load average 6-8),
+# so wall times are 2-4x the CPU times, and both are given. Training is timed over 20 steps of the one trainer after
+# 3 warm-up steps; **s/epoch is extrapolated** (s/step x batches per epoch). Evaluation ranks 10^4 random users
+# against the whole catalogue, history masked.
+#
+# | items | interactions | graph build, wall / CPU s | graph peak RSS | train s/step, wall / CPU | s/epoch extrapolated, wall / CPU | train peak RSS | eval 10^4 users, wall / CPU s | eval peak RSS |
+# |---:|---:|---:|---:|---:|---:|---:|---:|---:|
+# | 10^4 | 100,043 | 2.3 / 0.9 (exact) | 465 MiB | 0.073 / 0.034 | 5.7 / 2.7 | 477 MiB | 2.0 / 1.0 | 581 MiB |
+# | 10^5 | 999,574 | 267 / 83 (exact) | 701 MiB | 0.58 / 0.15 | 450 / 118 | 774 MiB | 52 / 13 | 1,083 MiB |
+# | 10^6 | 9,999,781 | 1,773 / 617 (FAISS IVF, recall 0.98) | 4,498 MiB | 3.5 / 0.90 | 27,600 / 7,000 | 2,959 MiB | 252 / 68 | 5,503 MiB |
+#
+# (Peak RSS is the whole process's during that stage: data, embeddings or model included.)
+#
+# Memory grows at most linearly with the catalogue (fitted exponents 0.1-1.0 per stage): full ranking walks the
+# items in blocks (`rank_users`, exact rank counting) and never forms the (users, items) score matrix, which would be
+# 37 GiB at 10^6 items. Time per training step grows almost linearly (exponent 0.8-0.9) although a batch touches only
+# a few thousand items, because every step also does work proportional to the catalogue (read from the code, not
+# profiled): Adam updates the whole dense item table, the L2 term covers the whole table, and edge dropout draws a mask
+# over all edges. With users growing
+# with the catalogue, an epoch then grows as N^1.8-1.9: that dense per-step work, not memory, is what limits a
+# million-item run on a CPU (a sparse, lazy update of the item table would remove it, at the price of changing the
+# paper's optimiser; not done). No GPU was available to this session either: `tools/gpu_check.py` and the CUDA tests
+# (including `tests/test_distributed.py`'s one-process DDP step on a GPU) still wait for one.
+
+# %% [markdown]
 # ## How this implementation reads the paper
 #
 # Where the paper is silent or ambiguous (`SPEC.md` lists each case), the default below is a named parameter, so the
