@@ -287,13 +287,19 @@ def _device_of(model: nn.Module) -> torch.device:
 
 MAX_BLOCK = 2**25  # scores held at once during full ranking (128 MiB of float32); above it, items are walked in blocks
 
+def _defined_in(cls: type, name: str) -> type:
+    return next(k for k in cls.__mro__ if name in vars(k))
+
 def _blocked(model: nn.Module, n_cols: int, batch_size: int, item_block: int | None) -> int | None:
     "Items per block for full ranking, or None for one `score_all` call."
     can = hasattr(model, "user_states") and hasattr(model, "score_items") and hasattr(model, "n_items")
+    if can:  # a class that overrides score_all below the one that defines score_items scores differently: use its score_all
+        a, b = _defined_in(type(model), "score_all"), _defined_in(type(model), "score_items")
+        can = a is b or not issubclass(a, b)
     if item_block is not None:
         check(int(item_block) >= 1, f"item_block must be >= 1, got {item_block}.")
-        check(can, f"item_block={item_block} needs a model with user_states(), score_items() and n_items "
-                   f"(SeqRecModel has them); {type(model).__name__} can only score_all().")
+        check(can, f"item_block={item_block} needs a model whose user_states() and score_items() give its scores "
+                   f"(SeqRecModel's do); {type(model).__name__} only has score_all() (or overrides it alone): override those two too.")
         return None if item_block >= n_cols else int(item_block)
     if not can or batch_size * n_cols <= MAX_BLOCK: return None  # one (B, N+1) block
     return max(1, MAX_BLOCK // batch_size)

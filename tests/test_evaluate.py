@@ -186,5 +186,18 @@ def test_blocked_equals_unblocked_for_sagerec():
 
 def test_blocked_needs_score_items():
     scores, hist, tgt = random_case(0)
-    with pytest.raises(SageRecError, match="needs a model with user_states"):
+    with pytest.raises(SageRecError, match="needs a model whose user_states"):
         rank_users(TableModel(scores), hist, tgt, item_block=10)
+
+
+def test_a_model_that_overrides_score_all_alone_is_never_blocked(monkeypatch):
+    "Its own score_all decides the ranks, even when the catalogue is big enough for blocks."
+    import sagerec.evaluate as ev
+    scores, hist, tgt = random_case(1)
+    class Flipped(BlockTableModel):  # score_all differs from what user_states/score_items give
+        def score_all(self, seqs, users=None): s = -super().score_all(seqs); s[:, 0] = float("-inf"); return s
+    ref = np.array([brute_rank(-scores[u], hist[u], tgt[u], True, "pessimistic") for u in range(len(tgt))])
+    monkeypatch.setattr(ev, "MAX_BLOCK", 50)  # any batch exceeds it: blocks would be used if allowed
+    np.testing.assert_array_equal(rank_users(Flipped(scores), hist, tgt, batch_size=8)[0], ref)
+    with pytest.raises(SageRecError, match="overrides it alone"):
+        rank_users(Flipped(scores), hist, tgt, item_block=10)
