@@ -20,6 +20,7 @@ from torch import Tensor
 from sagerec.core import check
 from sagerec.encoder import SASRecEncoder
 from sagerec.model import SeqRecModel, xavier_init_
+from sagerec.s3rec import full_sequences
 from sagerec.sine import base_training_loss
 
 # %%
@@ -82,17 +83,11 @@ class DSSRecConfig:
 # %% [markdown]
 # ## Cutting sequences into a past and a future
 #
-# A training row holds the user's training sequence as inputs `seqs` and next items `pos`; the whole sequence is
-# `seqs` followed by the last target. `split_past_future` cuts each row at a uniform random point (at least one item
-# on each side) and returns both halves left-padded, in the row's width.
+# `full_sequences` (from `sagerec.s3rec`) gives each row's whole training sequence; `split_past_future` cuts each
+# row at a uniform random point (at least one item on each side) and returns both halves left-padded, in the row's width.
 
 # %%
 #| export
-def full_sequences(seqs: Tensor, pos: Tensor, max_len: int) -> Tensor:  # (B, L), (B, L) -> (B, <= max_len)
-    "The rows' whole training sequences (inputs + last target), left-padded, keeping the last `max_len` items."
-    full = torch.cat([seqs, pos[:, -1:]], dim=1)  # (B, L+1)
-    return full[:, -max_len:]
-
 def split_past_future(full: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:  # (B, L) -> 2 x (B, L)
     "Cut every left-padded row (>= 2 items) at a random point: (past, future), both left-padded."
     B, L = full.shape
@@ -115,7 +110,6 @@ past, future
 for b in range(2):
     p, f = past[b][past[b] != 0].tolist(), future[b][future[b] != 0].tolist()
     test_eq(p + f, full[b][full[b] != 0].tolist()); assert p and f
-test_eq(full_sequences(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 2, 3]]), max_len=3), torch.tensor([[1, 2, 3]]))
 
 
 # %% [markdown]
