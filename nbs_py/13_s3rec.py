@@ -20,12 +20,10 @@ from torch import Tensor
 
 from sagerec.core import check
 from sagerec.encoder import Packing, SASRecEncoder
-from sagerec.model import SeqRecModel, xavier_init_
+from sagerec.model import SeqRecModel, TrainBatch, normal_init_
 
 # %%
 #| hide
-from types import SimpleNamespace
-
 import pandas as pd
 from fastcore.test import test_close, test_eq, test_fail
 
@@ -152,8 +150,9 @@ test_fail(lambda: item_attributes(mini, min_items=10**6), contains="lower min_it
 # per position, which is this project's contract loss. Attribute BCE is summed over attributes and averaged over
 # positions; the pair losses are averaged over positions.
 #
-# **What differs here.** (1) The project's pre-LayerNorm Transformer (`sagerec.encoder`) with ReLU instead of S3-Rec's
-# post-LayerNorm BERT block with GELU, so that every Transformer baseline shares one encoder. (2) One pre-training
+# **What differs here.** (1) The project's pre-LayerNorm Transformer (`sagerec.encoder`), set to S3-Rec's block recipe
+# (FFN of width 4d with GELU, no dropout after the activation, N(0, 0.02) initialisation), where S3-Rec's BERT block
+# puts LayerNorm after each residual; every Transformer baseline shares one encoder. (2) One pre-training
 # example per user and epoch (the whole training sequence, `seq[:-2]`), where the official code adds every prefix of
 # it as a further example; more pre-training epochs make up for it. (3) MIP negatives and the negative segment are
 # drawn from the batch (uniform items; another row's items at the same columns) rather than from the whole data.
@@ -168,6 +167,9 @@ class S3RecConfig:
     n_heads: int = 2          # attention heads (S3-Rec: 2)
     dropout: float = 0.5      # hidden and attention dropout (S3-Rec: 0.5)
     max_len: int = 50         # positions (S3-Rec: 50)
+    ffn_mult: int = 4         # FFN width as a multiple of dim (S3-Rec: 4)
+    activation: str = "gelu"  # FFN activation (S3-Rec: GELU)
+    init_std: float = 0.02    # N(0, std) initialisation of weights and tables (S3-Rec: 0.02)
     mask_p: float = 0.2       # share of items masked in pre-training (S3-Rec: 0.2)
     aap_weight: float = 0.2   # (S3-Rec: 0.2)
     mip_weight: float = 1.0   # (S3-Rec: 1.0)
@@ -239,14 +241,15 @@ class S3Rec(SeqRecModel):
         self.item_emb = nn.Embedding(n_items + 1, D, padding_idx=0)
         self.mask_emb = nn.Parameter(torch.zeros(D))  # the [mask] item of pre-training
         self.attr_emb = nn.Embedding(attributes.n_attributes, D)
-        self.encoder = SASRecEncoder(D, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len)
+        self.encoder = SASRecEncoder(D, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len, ffn_mult=cfg.ffn_mult,
+                                     activation=cfg.activation, ffn_inner_dropout=False)
         self.aap, self.mip, self.map, self.sp = (nn.Linear(D, D) for _ in range(4))
         self.register_buffer("item_attr", attributes.multi_hot(), persistent=False)  # (N+1, A) bool
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        xavier_init_(self)
-        nn.init.normal_(self.mask_emb, std=self.cfg.dim ** -0.5)
+        normal_init_(self, self.cfg.init_std)
+        nn.init.normal_(self.mask_emb, std=self.cfg.init_std)
         self._cache = None
 
     def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -302,7 +305,7 @@ class S3Rec(SeqRecModel):
         out["sp"] = F.softplus(-((q * seg_pos).sum(-1) - (q * seg_neg).sum(-1))).mean()
         return out
 
-    def pretrain_loss(self, batch) -> Tensor:  # ()
+    def pretrain_loss(self, batch: TrainBatch) -> Tensor:  # ()
         "The weighted pre-training loss (the trainer's pre-training stage calls this)."
         d, c = self.pretrain_losses(batch.seqs, batch.pos), self.cfg
         return c.aap_weight * d["aap"] + c.mip_weight * d["mip"] + c.map_weight * d["map"] + c.sp_weight * d["sp"]
@@ -322,7 +325,7 @@ cfg = S3RecConfig(dim=16, n_blocks=1, n_heads=2, dropout=0.0, max_len=8)
 model = S3Rec(12, toy, cfg)
 groups = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
 rows = torch.tensor([[0] + [groups[g][j % 4] for j in range(r, r + 6)] for r in range(6) for g in range(3)])  # (18, 7)
-batch = SimpleNamespace(users=torch.arange(18), seqs=rows[:, :-1], pos=rows[:, 1:], neg=None, kind="bce", neg_logq=None)
+batch = TrainBatch(torch.arange(18), rows[:, :-1], rows[:, 1:], None)
 def measured():
     torch.manual_seed(123)
     with torch.no_grad(): return {k: round(v.item(), 4) for k, v in model.pretrain_losses(batch.seqs, batch.pos).items()}

@@ -19,14 +19,11 @@ from torch import Tensor
 
 from sagerec.core import check
 from sagerec.encoder import SASRecEncoder
-from sagerec.model import SeqRecModel, xavier_init_
+from sagerec.model import SeqRecModel, TrainBatch, xavier_init_
 from sagerec.s3rec import full_sequences
-from sagerec.sine import base_training_loss
 
 # %%
 #| hide
-from types import SimpleNamespace
-
 from fastcore.test import test_close, test_eq, test_fail
 
 from sagerec.core import seed_everything
@@ -212,9 +209,9 @@ class DSSRec(SeqRecModel):
         loss, kept = seq2seq_loss(u, v, self.cfg.keep)
         return loss, dict(past=past, future=future, u=u, v=v, kept=kept)
 
-    def training_loss(self, batch) -> Tensor:  # ()
+    def training_loss(self, batch: TrainBatch) -> Tensor:  # ()
         "seq2item (the trainer's next-item loss) + `seq2seq_weight` x disentangled seq2seq."
-        rec = base_training_loss(self, batch)
+        rec = super().training_loss(batch)
         if self.cfg.seq2seq_weight == 0 or batch.seqs.shape[0] < 2: return rec
         return rec + self.cfg.seq2seq_weight * self.seq2seq(batch.seqs, batch.pos)[0]
 
@@ -229,7 +226,7 @@ model = DSSRec(12, cfg)
 seqs = torch.tensor([[0, 0, 1, 2, 3], [4, 5, 6, 7, 8], [0, 9, 10, 11, 12], [0, 0, 0, 1, 3]])
 pos = torch.tensor([[0, 0, 2, 3, 4], [5, 6, 7, 8, 9], [0, 10, 11, 12, 1], [0, 0, 0, 3, 5]])
 neg = torch.randint(1, 13, pos.shape) * (pos != 0)
-batch = SimpleNamespace(users=torch.arange(4), seqs=seqs, pos=pos, neg=neg, kind="bce", neg_logq=None)
+batch = TrainBatch(torch.arange(4), seqs, pos, neg)
 s2s, info = model.seq2seq(seqs, pos)
 info["u"].shape, info["kept"], s2s
 

@@ -17,12 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sagerec.core import check
-from sagerec.model import SeqRecModel, xavier_init_
+from sagerec.model import SeqRecModel, TrainBatch, xavier_init_
 
 # %%
 #| hide
-from types import SimpleNamespace
-
 from fastcore.test import test_close, test_eq, test_fail
 
 from sagerec.core import seed_everything
@@ -181,15 +179,9 @@ class SINE(SeqRecModel):
     def l2_penalty(self) -> Tensor:
         return self.cfg.l2 * self.item_emb.weight.square().sum()
 
-    def training_loss(self, batch) -> Tensor:  # ()
+    def training_loss(self, batch: TrainBatch) -> Tensor:  # ()
         "The trainer's next-item loss (sampled softmax in the paper's setting) plus `cov_weight * covariance_loss()`."
-        return base_training_loss(self, batch) + self.cfg.cov_weight * self.covariance_loss()
-
-
-def base_training_loss(model: SeqRecModel, batch) -> Tensor:
-    "The contract's default objective for `batch` (a `TrainBatch`)."
-    if hasattr(SeqRecModel, "training_loss"): return SeqRecModel.training_loss(model, batch)
-    return model.loss(batch.seqs, batch.pos, batch.neg)
+        return super().training_loss(batch) + self.cfg.cov_weight * self.covariance_loss()
 
 
 # %% [markdown]
@@ -253,7 +245,7 @@ with torch.no_grad():
     sa = model.score_all(seqs)
     pos = torch.tensor([[0, 0, 2, 3, 4], [0, 5, 6, 7, 8], [9, 10, 1, 2, 3]])
     neg = torch.randint(1, 11, (3, 5, 2)) * (pos != 0)[..., None]
-    l = model.training_loss(SimpleNamespace(users=torch.arange(3), seqs=seqs, pos=pos, neg=neg, kind="bce", neg_logq=None))
+    l = model.training_loss(TrainBatch(torch.arange(3), seqs, pos, neg))
     cov = model.covariance_loss()
 sa.shape, l, cov
 
@@ -273,7 +265,7 @@ assert probe.covariance_loss() > cov
 # %%
 seed_everything(0)
 m = SINE(10, cfg); opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-b = SimpleNamespace(users=torch.arange(3), seqs=seqs, pos=pos, neg=neg, kind="bce", neg_logq=None)
+b = TrainBatch(torch.arange(3), seqs, pos, neg)
 losses = []
 for _ in range(30):
     opt.zero_grad(); l = m.training_loss(b); l.backward(); opt.step(); losses.append(l.item())
