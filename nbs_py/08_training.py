@@ -67,6 +67,7 @@ class TrainConfig:
     lr_patience: int = 5               # LR x lr_factor once the validation loss has not improved for this many validations in a row (0: never)
     lr_factor: float = 0.1             # LR decay factor (paper: 0.1)
     lr_signal: str = "valid_loss"      # what the LR decay watches: 'valid_loss' (paper; lower is better) or 'metric' (the validation `metric`)
+    pretrain_epochs: int = 0           # epochs of the model's own pre-training stage (`pretrain_loss`, e.g. S3-Rec) before the main stage (0: none)
     grad_clip: float | None = None     # clip the gradient norm to this (None: no clipping; inf/NaN gradients still stop the run)
     seed: int = 0                      # seeds Python, NumPy and torch; batches and negatives use their own generator from it
     device: str = "auto"               # 'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'
@@ -88,7 +89,7 @@ class TrainConfig:
 
 # Fields that change what a run computes; a checkpoint is resumed only under the same values.
 _RESULT_FIELDS = ("batch_size", "lr", "betas", "eps", "n_neg", "max_len", "eval_every", "metric", "lr_patience",
-                  "lr_factor", "seed", "bucket", "grad_clip", "loss", "pool", "logq", "loss_norm", "lr_signal")
+                  "lr_factor", "seed", "bucket", "grad_clip", "loss", "pool", "logq", "loss_norm", "lr_signal", "pretrain_epochs")
 
 # %%
 TrainConfig(epochs=3)
@@ -327,6 +328,7 @@ class TrainResult:
     device: str                # where it ran
     run_dir: Path | None = None
     config: dict = field(default_factory=dict)
+    pretrain_history: list[dict] = field(default_factory=list)  # one row per pre-training epoch: pretrain_loss, seconds
 
     @property
     def best_path(self) -> Path | None: return self.run_dir / "best.pt" if self.run_dir else None
@@ -403,6 +405,38 @@ def train(model: nn.Module,                  # a model that follows the model co
                     state=st, key=key, config=asdict(cfg), signature=sig, model_class=type(model).__name__, n_items=split.n_items,
                     world_size=env.world_size, rank_rng=rank_rng)
 
+    # --- pre-training stage (TrainConfig.pretrain_epochs > 0): `model.pretrain_loss(batch)` on the same batches, no
+    # validation; then the main stage starts from a fresh Adam state. Checkpointed after every epoch like the main stage.
+    if cfg.pretrain_epochs and st.setdefault("pretrain_epoch", 0) < cfg.pretrain_epochs:
+        check(callable(getattr(model, "pretrain_loss", None)), f"TrainConfig.pretrain_epochs={cfg.pretrain_epochs}, but "
+              f"{type(model).__name__} has no pretrain_loss(batch): set pretrain_epochs=0 for this model.")
+        st.setdefault("pretrain_history", [])
+        pre_model = ddp_wrap(model, env, "pretrain_loss") if ddp else None
+        for pe in tqdm(range(st["pretrain_epoch"] + 1, cfg.pretrain_epochs + 1), desc="pre-training", disable=not (cfg.progress and env.is_main)):
+            model.train(); t0 = time.perf_counter(); total, n_steps = 0.0, 0
+            for step, idx in enumerate(data.batch_order(cfg.batch_size, gen, cfg.bucket), 1):
+                mine = shard(idx, env) if ddp else idx  # distributed: this rank's users, weighted by their number
+                b = data.make_batch(mine if len(mine) else idx[:1], cfg.n_neg, neg_gen, cfg.loss, cfg.pool)
+                tb = TrainBatch(*(torch.from_numpy(a).to(dev) if a is not None else None for a in (b.users, b.seqs, b.pos, b.neg)),
+                                kind=cfg.loss, logq=logq)
+                if ddp: loss, lv = ddp_loss(pre_model(tb), len(mine), env)
+                else: loss = model.pretrain_loss(tb); lv = float(loss.detach())
+                if not math.isfinite(lv): raise _nonfinite_error("pre-training loss", lv, pe, step, opt.param_groups[0]["lr"], run_dir)
+                opt.zero_grad(set_to_none=True); loss.backward()
+                gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf))
+                if not math.isfinite(gnorm): raise _nonfinite_error("pre-training gradient norm", gnorm, pe, step, opt.param_groups[0]["lr"], run_dir)
+                opt.step(); total += lv; n_steps += 1
+            st["pretrain_history"].append(dict(epoch=pe, pretrain_loss=total / max(n_steps, 1), seconds=time.perf_counter() - t0))
+            st["pretrain_epoch"] = pe
+            if pe == cfg.pretrain_epochs:  # fine-tuning starts from a new optimizer state, as a separate fine-tuning run would
+                opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+                sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min" if cfg.lr_signal == "valid_loss" else "max",
+                                                                   factor=cfg.lr_factor, patience=max(cfg.lr_patience - 1, 0))
+            if run_dir is not None:
+                snap = snapshot()  # a collective under DDP: every rank calls it
+                if env.is_main: save_checkpoint(last, snap)
+    # --- end of the pre-training stage
+
     bar = tqdm(total=cfg.epochs, initial=st["epoch"], desc="epochs", unit="epoch", disable=not (cfg.progress and env.is_main), dynamic_ncols=True)
     try:
         while st["stop_reason"] is None and st["epoch"] < cfg.epochs:
@@ -457,7 +491,7 @@ def train(model: nn.Module,                  # a model that follows the model co
     secs = [r["train_seconds"] for r in st["history"]]
     return TrainResult(history=st["history"], best_epoch=st["best_epoch"], best_metrics=st["best_metrics"],
                        stop_reason=st["stop_reason"] or "max_epochs", seconds_per_epoch=float(np.mean(secs)) if secs else float("nan"),
-                       device=str(dev), run_dir=run_dir, config=asdict(cfg))
+                       device=str(dev), run_dir=run_dir, config=asdict(cfg), pretrain_history=st.get("pretrain_history", []))
 
 
 # %% [markdown]
@@ -554,6 +588,43 @@ test_eq(drop(resumed.history), drop(straight.history))
 test_fail(lambda: train(fresh(), sp, TrainConfig(epochs=3, max_len=20, lr=5e-3, progress=False), run_dir=tmp / "resumed"),
           contains="trained with other settings")
 test_fail(lambda: train(fresh(), sp, TrainConfig(epochs=1, max_len=50, progress=False)), contains="longer than the model's max_len")
+
+
+# %% [markdown]
+# ## A pre-training stage
+#
+# A model that defines `pretrain_loss(batch)` (S3-Rec's attribute objectives, `sagerec.s3rec`) gets
+# `TrainConfig.pretrain_epochs` epochs of it before the main stage, on the same batches and with the same
+# checks; the main stage then starts from a fresh Adam state. Here a toy `pretrain_loss` (each position must
+# recognise its own item against a negative) falls over 3 pre-training epochs, a run killed in the middle of
+# pre-training resumes to exactly the uninterrupted histories, and a model without the hook is refused.
+
+# %%
+class Pretrainable(LastItemModel):
+    "LastItemModel plus a toy pre-training objective; raises KeyboardInterrupt at pre-training call `stop_at`."
+    stop_at, calls = None, 0
+    def pretrain_loss(self, batch):
+        self.calls += 1
+        if self.calls == self.stop_at: raise KeyboardInterrupt
+        return self.loss(batch.seqs, batch.seqs, batch.neg)
+def fresh_pt(stop_at=None):
+    seed_everything(0); m = Pretrainable(mini.n_items, 16); m.reset_parameters(); m.stop_at = stop_at; return m
+cfg_pt = TrainConfig(epochs=2, pretrain_epochs=3, lr=1e-2, progress=False)
+pt = train(fresh_pt(), sp, cfg_pt, run_dir=tmp / "pt")
+steps_per_epoch = pt.history[0]["steps"]
+try: train(fresh_pt(stop_at=steps_per_epoch + 3), sp, cfg_pt, run_dir=tmp / "pt-resumed")  # killed in pre-training epoch 2
+except KeyboardInterrupt: pass
+pt_saved = load_checkpoint(tmp / "pt-resumed" / "last.pt")["state"]["pretrain_epoch"]
+pt2 = train(fresh_pt(), sp, cfg_pt, run_dir=tmp / "pt-resumed")
+pt_saved, [round(r["pretrain_loss"], 4) for r in pt.pretrain_history], [round(r["pretrain_loss"], 4) for r in pt2.pretrain_history]
+
+# %%
+test_eq(pt_saved, 1)
+h_pt = [r["pretrain_loss"] for r in pt.pretrain_history]
+assert len(h_pt) == 3 and h_pt[2] < h_pt[0]
+test_eq([r["pretrain_loss"] for r in pt2.pretrain_history], h_pt)
+test_eq(drop(pt2.history), drop(pt.history))
+test_fail(lambda: train(fresh(), sp, TrainConfig(epochs=1, max_len=20, pretrain_epochs=1, progress=False)), contains="has no pretrain_loss")
 
 # %%
 #| hide

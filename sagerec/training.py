@@ -28,7 +28,7 @@ from .model import LOSSES, TrainBatch
 __all__ = ['POOLS', 'LOSS_NORMS', 'LR_SIGNALS', 'TrainConfig', 'Batch', 'TrainingData', 'validation_negatives', 'bce_from_scores',
            'validate', 'save_checkpoint', 'load_checkpoint', 'TrainResult', 'train']
 
-# %% ../nbs/08_training.ipynb #949f2d9e
+# %% ../nbs/08_training.ipynb #e0d9157f
 POOLS = ("uniform", "popularity")
 LOSS_NORMS = ("batch", "position")
 LR_SIGNALS = ("valid_loss", "metric")
@@ -53,6 +53,7 @@ class TrainConfig:
     lr_patience: int = 5               # LR x lr_factor once the validation loss has not improved for this many validations in a row (0: never)
     lr_factor: float = 0.1             # LR decay factor (paper: 0.1)
     lr_signal: str = "valid_loss"      # what the LR decay watches: 'valid_loss' (paper; lower is better) or 'metric' (the validation `metric`)
+    pretrain_epochs: int = 0           # epochs of the model's own pre-training stage (`pretrain_loss`, e.g. S3-Rec) before the main stage (0: none)
     grad_clip: float | None = None     # clip the gradient norm to this (None: no clipping; inf/NaN gradients still stop the run)
     seed: int = 0                      # seeds Python, NumPy and torch; batches and negatives use their own generator from it
     device: str = "auto"               # 'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'
@@ -74,7 +75,7 @@ class TrainConfig:
 
 # Fields that change what a run computes; a checkpoint is resumed only under the same values.
 _RESULT_FIELDS = ("batch_size", "lr", "betas", "eps", "n_neg", "max_len", "eval_every", "metric", "lr_patience",
-                  "lr_factor", "seed", "bucket", "grad_clip", "loss", "pool", "logq", "loss_norm", "lr_signal")
+                  "lr_factor", "seed", "bucket", "grad_clip", "loss", "pool", "logq", "loss_norm", "lr_signal", "pretrain_epochs")
 
 # %% ../nbs/08_training.ipynb #5ec26108
 @dataclass
@@ -190,7 +191,7 @@ def load_checkpoint(path: Path | str,                     # a best.pt / last.pt 
 def _model_signature(model: nn.Module) -> str:
     return fingerprint(type(model).__name__, [(k, tuple(v.shape)) for k, v in model.state_dict().items()])
 
-# %% ../nbs/08_training.ipynb #9a3fdef7
+# %% ../nbs/08_training.ipynb #f1ffdd1f
 @dataclass
 class TrainResult:
     "What `train` returns; the same numbers are in the run folder's checkpoints."
@@ -202,13 +203,14 @@ class TrainResult:
     device: str                # where it ran
     run_dir: Path | None = None
     config: dict = field(default_factory=dict)
+    pretrain_history: list[dict] = field(default_factory=list)  # one row per pre-training epoch: pretrain_loss, seconds
 
     @property
     def best_path(self) -> Path | None: return self.run_dir / "best.pt" if self.run_dir else None
     @property
     def last_path(self) -> Path | None: return self.run_dir / "last.pt" if self.run_dir else None
 
-# %% ../nbs/08_training.ipynb #033fd308
+# %% ../nbs/08_training.ipynb #5f460e60
 def _nonfinite_error(what: str, value: float, epoch: int, step: int, lr: float, run_dir) -> SageRecError:
     where = f" The last good checkpoint is {str(Path(run_dir) / 'last.pt')!r}." if run_dir and (Path(run_dir) / "last.pt").exists() else ""
     return SageRecError(f"The training {what} became {value} at epoch {epoch}, step {step} (lr {lr:g}): the weights are diverging. "
@@ -276,6 +278,38 @@ def train(model: nn.Module,                  # a model that follows the model co
                     state=st, key=key, config=asdict(cfg), signature=sig, model_class=type(model).__name__, n_items=split.n_items,
                     world_size=env.world_size, rank_rng=rank_rng)
 
+    # --- pre-training stage (TrainConfig.pretrain_epochs > 0): `model.pretrain_loss(batch)` on the same batches, no
+    # validation; then the main stage starts from a fresh Adam state. Checkpointed after every epoch like the main stage.
+    if cfg.pretrain_epochs and st.setdefault("pretrain_epoch", 0) < cfg.pretrain_epochs:
+        check(callable(getattr(model, "pretrain_loss", None)), f"TrainConfig.pretrain_epochs={cfg.pretrain_epochs}, but "
+              f"{type(model).__name__} has no pretrain_loss(batch): set pretrain_epochs=0 for this model.")
+        st.setdefault("pretrain_history", [])
+        pre_model = ddp_wrap(model, env, "pretrain_loss") if ddp else None
+        for pe in tqdm(range(st["pretrain_epoch"] + 1, cfg.pretrain_epochs + 1), desc="pre-training", disable=not (cfg.progress and env.is_main)):
+            model.train(); t0 = time.perf_counter(); total, n_steps = 0.0, 0
+            for step, idx in enumerate(data.batch_order(cfg.batch_size, gen, cfg.bucket), 1):
+                mine = shard(idx, env) if ddp else idx  # distributed: this rank's users, weighted by their number
+                b = data.make_batch(mine if len(mine) else idx[:1], cfg.n_neg, neg_gen, cfg.loss, cfg.pool)
+                tb = TrainBatch(*(torch.from_numpy(a).to(dev) if a is not None else None for a in (b.users, b.seqs, b.pos, b.neg)),
+                                kind=cfg.loss, logq=logq)
+                if ddp: loss, lv = ddp_loss(pre_model(tb), len(mine), env)
+                else: loss = model.pretrain_loss(tb); lv = float(loss.detach())
+                if not math.isfinite(lv): raise _nonfinite_error("pre-training loss", lv, pe, step, opt.param_groups[0]["lr"], run_dir)
+                opt.zero_grad(set_to_none=True); loss.backward()
+                gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf))
+                if not math.isfinite(gnorm): raise _nonfinite_error("pre-training gradient norm", gnorm, pe, step, opt.param_groups[0]["lr"], run_dir)
+                opt.step(); total += lv; n_steps += 1
+            st["pretrain_history"].append(dict(epoch=pe, pretrain_loss=total / max(n_steps, 1), seconds=time.perf_counter() - t0))
+            st["pretrain_epoch"] = pe
+            if pe == cfg.pretrain_epochs:  # fine-tuning starts from a new optimizer state, as a separate fine-tuning run would
+                opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+                sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min" if cfg.lr_signal == "valid_loss" else "max",
+                                                                   factor=cfg.lr_factor, patience=max(cfg.lr_patience - 1, 0))
+            if run_dir is not None:
+                snap = snapshot()  # a collective under DDP: every rank calls it
+                if env.is_main: save_checkpoint(last, snap)
+    # --- end of the pre-training stage
+
     bar = tqdm(total=cfg.epochs, initial=st["epoch"], desc="epochs", unit="epoch", disable=not (cfg.progress and env.is_main), dynamic_ncols=True)
     try:
         while st["stop_reason"] is None and st["epoch"] < cfg.epochs:
@@ -330,4 +364,4 @@ def train(model: nn.Module,                  # a model that follows the model co
     secs = [r["train_seconds"] for r in st["history"]]
     return TrainResult(history=st["history"], best_epoch=st["best_epoch"], best_metrics=st["best_metrics"],
                        stop_reason=st["stop_reason"] or "max_epochs", seconds_per_epoch=float(np.mean(secs)) if secs else float("nan"),
-                       device=str(dev), run_dir=run_dir, config=asdict(cfg))
+                       device=str(dev), run_dir=run_dir, config=asdict(cfg), pretrain_history=st.get("pretrain_history", []))
