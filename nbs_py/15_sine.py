@@ -141,19 +141,21 @@ class SINE(SeqRecModel):
     def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.item_emb.weight, self.item_emb.weight  # (N+1, D) twice: one table in and out
 
-    def interests(self, seqs: Tensor, table: Tensor) -> dict[str, Tensor]:
-        "Every intermediate of steps 1-5 for every prefix of the batch (for inspection and for `encode_with`)."
+    def interests(self, seqs: Tensor, table: Tensor, last_only: bool = False) -> dict[str, Tensor]:
+        "Every intermediate of steps 1-5 for every prefix of the batch (`last_only`: the whole rows only, T = 1)."
         valid = seqs != 0  # (B, S)
         B, S = seqs.shape
+        dev = seqs.device
+        q = torch.arange(S - 1 if last_only else 0, S, device=dev)  # (T,) the columns where prefixes end
         x = F.embedding(seqs, table)  # (B, S, D)
-        m = prefix_mask(valid)  # (B, T, S)
+        m = prefix_mask(valid)[:, q]  # (B, T, S)
         a = prefix_softmax(self.w2(torch.tanh(self.w1(x))).squeeze(-1), m)  # (B, T, S) concept-activation pooling
         z = a @ x  # (B, T, D)
         s = z @ self.concepts.T  # (B, T, L)
         top, idx = s.topk(self.cfg.n_interests, dim=-1)  # (B, T, K)
         cu = self.concepts[idx] * torch.sigmoid(top)[..., None]  # (B, T, K, D) gated active prototypes
         p_k_t = torch.softmax(torch.einsum("bsd,btkd->btsk", self.ln1(self.w3(x)), self.ln2(cu)), dim=-1)  # (B, T, S, K)
-        rel = (self.cfg.max_len - 1 - (torch.arange(S, device=seqs.device)[:, None] - torch.arange(S, device=seqs.device))).clamp(0, self.cfg.max_len - 1)  # (T, S)
+        rel = (self.cfg.max_len - 1 - (q[:, None] - torch.arange(S, device=dev))).clamp(0, self.cfg.max_len - 1)  # (T, S)
         h = torch.tanh(self.wk1(x)[:, None] + self.wk1(self.pos_emb.weight)[rel])  # (B, T, S, D): X^a W_k1, positions counted from the prefix's end
         p_t_k = torch.softmax(self.wk2(h).masked_fill(~m[..., None], float("-inf")), dim=2)  # (B, T, S, K)
         w = p_k_t * p_t_k * m[..., None]  # (B, T, S, K)
@@ -162,13 +164,17 @@ class SINE(SeqRecModel):
         g = torch.softmax(self.w6(torch.tanh(self.w5(xhat))).squeeze(-1).masked_fill(~m, float("-inf")), dim=-1)  # (B, T, S)
         xh = self.ln4(torch.einsum("bts,btsd->btd", g, xhat))  # (B, T, D) predicted intention of the next item
         p_k_u = torch.softmax(torch.einsum("btd,btkd->btk", xh, phi) / self.cfg.tau, dim=-1)  # (B, T, K)
-        e = torch.einsum("btk,btkd->btd", p_k_u, phi) * valid[..., None]  # (B, T, D), 0 at padding
+        e = torch.einsum("btk,btkd->btd", p_k_u, phi) * valid[:, q, None]  # (B, T, D), 0 at padding
         return dict(concept_scores=s, active=idx, p_k_t=p_k_t, p_t_k=p_t_k, interests=phi, p_k_u=p_k_u, user=e)
 
     def encode_with(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) -> (B, L, D)
         "The aggregated user embedding $e_u$ of every prefix; without gradients, in chunks of rows to bound memory."
         if torch.is_grad_enabled() or seqs.shape[0] <= 64: return self.interests(seqs, table)["user"]
         return torch.cat([self.interests(c, table)["user"] for c in seqs.split(64)])
+
+    def encode_last(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) -> (B, D)
+        "$e_u$ of the whole rows only (what scores use): one prefix per row instead of L."
+        return self.interests(seqs, table, last_only=True)["user"][:, 0]
 
     def covariance_loss(self) -> Tensor:  # ()
         "$L_c = \\frac12(\\|M\\|_F^2 - \\|\\mathrm{diag} M\\|^2)$, M the (L, L) covariance of the prototypes over the D dimensions."
@@ -234,6 +240,7 @@ with torch.no_grad():
 
 # %%
 test_close(full[1, 3], alone[0, -1], eps=1e-5)
+with torch.no_grad(): test_close(model.encode_last(seqs, model.item_emb.weight), full[:, -1], eps=1e-5)  # the scoring shortcut
 test_eq(full[0, :2], torch.zeros(2, 8))  # padding columns are 0
 
 # %% [markdown]
