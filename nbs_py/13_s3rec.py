@@ -91,14 +91,15 @@ class ItemAttributes:
         return cls(names, ptr, np.array([a for r in rows for a in r], dtype=np.int64))
 
 def item_attributes(ds, min_items: int = 5) -> ItemAttributes:
-    "Categories and brand (Amazon) or genres (ML-1M) of every item of `ds`, as S3-Rec's attributes."
+    "Categories and brand (Amazon) or genres (ML-1M) of every item of `ds` (a SeqDataset or its `items` table), as S3-Rec's attributes."
+    items = getattr(ds, "items", ds)
     per_item = []
-    for p in ds.items["prompt"]:
+    for p in items["prompt"]:
         f = prompt_fields(p)
         cats = [c for c in (f.get("Categories") or f.get("Genres") or "").split("; ") if c]
         per_item.append(cats + ([f"brand:{f['Brand']}"] if f.get("Brand") else []))
     attrs = ItemAttributes.from_lists(per_item, min_items)
-    check(attrs.n_attributes > 0, f"{ds.name}: no attribute is shared by {min_items} or more items; lower min_items.")
+    check(attrs.n_attributes > 0, f"No attribute is shared by {min_items} or more items; lower min_items.")
     return attrs
 
 

@@ -192,9 +192,10 @@ class FacetIdentifiers:
     n_items: int
 
 def item_identifiers(ds, title_tokens: int = 6, attr_tokens: int = 4) -> FacetIdentifiers:
-    "ID, title and attribute identifiers of every item of `ds`, as tries."
-    per = [facet_tokens(i, p, title_tokens, attr_tokens) for i, p in enumerate(ds.items["prompt"], start=1)]
-    return FacetIdentifiers({f: FacetTrie.build([t[f] for t in per]) for f in FACETS}, ds.n_items)
+    "ID, title and attribute identifiers of every item of `ds` (a SeqDataset or its `items` table), as tries."
+    items = getattr(ds, "items", ds)
+    per = [facet_tokens(i, p, title_tokens, attr_tokens) for i, p in enumerate(items["prompt"], start=1)]
+    return FacetIdentifiers({f: FacetTrie.build([t[f] for t in per]) for f in FACETS}, len(items))
 
 
 # %%
@@ -354,8 +355,7 @@ class TransRecSub(SeqRecModel):
 titles = ["red nail polish", "red nail polish", "blue nail polish", "nail file", "rose face cream", "face cream", "face serum", "eye cream"]
 cats = ["Makeup; Nails", "Makeup; Nails", "Makeup; Nails", "Tools; Nails", "Skin Care; Face", "Skin Care; Face", "Skin Care; Face", "Skin Care; Eyes"]
 toy_items = pd.DataFrame({"prompt": [f"Title: {t}. Categories: {c}. Brand: Acme." for t, c in zip(titles, cats)]}, index=range(1, 9))
-toy_ds = type("Toy", (), {"items": toy_items, "n_items": 8})()
-ids = item_identifiers(toy_ds)
+ids = item_identifiers(toy_items)
 {f: t.n_nodes for f, t in ids.tries.items()}, ids.tries["title"].leaf_items
 
 # %%
