@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -24,7 +25,6 @@ from sagerec.model import SeqRecModel, TrainBatch, normal_init_
 
 # %%
 #| hide
-import pandas as pd
 from fastcore.test import test_close, test_eq, test_fail
 
 from sagerec.core import seed_everything
@@ -92,7 +92,7 @@ class ItemAttributes:
 
 def item_attributes(ds, min_items: int = 5) -> ItemAttributes:
     "Categories and brand (Amazon) or genres (ML-1M) of every item of `ds` (a SeqDataset or its `items` table), as S3-Rec's attributes."
-    items = getattr(ds, "items", ds)
+    items = ds if isinstance(ds, pd.DataFrame) else ds.items
     per_item = []
     for p in items["prompt"]:
         f = prompt_fields(p)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,7 +26,6 @@ from sagerec.s3rec import prompt_fields
 
 # %%
 #| hide
-import pandas as pd
 from fastcore.test import test_close, test_eq, test_fail
 
 from sagerec.core import seed_everything
@@ -193,7 +193,7 @@ class FacetIdentifiers:
 
 def item_identifiers(ds, title_tokens: int = 6, attr_tokens: int = 4) -> FacetIdentifiers:
     "ID, title and attribute identifiers of every item of `ds` (a SeqDataset or its `items` table), as tries."
-    items = getattr(ds, "items", ds)
+    items = ds if isinstance(ds, pd.DataFrame) else ds.items
     per = [facet_tokens(i, p, title_tokens, attr_tokens) for i, p in enumerate(items["prompt"], start=1)]
     return FacetIdentifiers({f: FacetTrie.build([t[f] for t in per]) for f in FACETS}, len(items))
 
