@@ -122,7 +122,7 @@ def item_identifiers(ds, title_tokens: int = 6, attr_tokens: int = 4) -> FacetId
     per = [facet_tokens(i, p, title_tokens, attr_tokens) for i, p in enumerate(items["prompt"], start=1)]
     return FacetIdentifiers({f: FacetTrie.build([t[f] for t in per]) for f in FACETS}, len(items))
 
-# %% ../nbs/16_transrec_sub.ipynb #e444fe87
+# %% ../nbs/16_transrec_sub.ipynb #ab1a01c6
 class FacetHead(nn.Module):
     "Token model of one facet: logit(child c of node p) = q . E[tok c] + (depth[c] + R E[tok p]) . E[tok c]."
     def __init__(self, trie: FacetTrie, dim: int):
@@ -131,51 +131,72 @@ class FacetHead(nn.Module):
         self.tok = nn.Embedding(len(trie.vocab), dim)
         self.dep = nn.Embedding(int(trie.depth.max()) + 1, dim)
         self.r = nn.Linear(dim, dim, bias=False)
-        for k in ("token", "parent", "depth", "child_ptr", "child_idx", "path"):
+        for k in ("token", "parent", "depth", "child_ptr", "child_idx"):
             self.register_buffer(k, torch.from_numpy(getattr(trie, k)), persistent=False)
-        self.register_buffer("leaf", torch.from_numpy(trie.leaf), persistent=False)
+        # a node that is its parent's only child has probability 1 under the constrained softmax: only the
+        # "branching" nodes (their parent has >= 2 children) carry a term, so paths are stored as their branching nodes
+        deg = np.diff(trie.child_ptr)
+        branch = np.flatnonzero((np.arange(trie.n_nodes) > 0) & (deg[np.maximum(trie.parent, 0)] >= 2))  # (Mb,)
+        slot = np.full(trie.n_nodes, len(branch), dtype=np.int64); slot[branch] = np.arange(len(branch))
+        bp = np.where(trie.path >= 0, slot[np.maximum(trie.path, 0)], len(branch))  # (N+1, T) -> slot, Mb = none
+        bp = np.sort(bp, axis=1)[:, :max(1, int((bp < len(branch)).sum(1).max()))]  # branching steps first (slots follow depth)
+        _, par_c = np.unique(trie.parent[branch], return_inverse=True)  # compact index of each branching node's parent
+        self.register_buffer("branch", torch.from_numpy(branch), persistent=False)
+        self.register_buffer("branch_path", torch.from_numpy(bp), persistent=False)  # (N+1, Tb) slots, Mb = padding
+        self.register_buffer("branch_parent", torch.from_numpy(par_c.astype(np.int64)), persistent=False)
+        self.register_buffer("root_children", torch.from_numpy(trie.children(0).copy()), persistent=False)
         self.trie = trie
 
     def node_bias(self, nodes: Tensor) -> Tensor:  # (U,) -> (U,) the user-independent part of each node's logit
         e = self.tok(self.token[nodes])  # (U, D)
         return ((self.dep(self.depth[nodes]) + self.r(self.tok(self.token[self.parent[nodes].clamp(min=0)]))) * e).sum(-1)
 
-    def all_node_logp(self, q: Tensor) -> Tensor:  # (B, D) -> (B, M) log p(node | parent, user); root 0
-        M = self.token.shape[0]
-        nodes = torch.arange(1, M, device=q.device)
-        logits = q @ self.tok(self.token[nodes]).T + self.node_bias(nodes)  # (B, M-1)
-        par = self.parent[nodes].expand_as(logits)  # (B, M-1)
-        mx = logits.new_full((q.shape[0], M), float("-inf")).scatter_reduce(1, par, logits, "amax", include_self=True).detach()
-        z = torch.zeros(q.shape[0], M, dtype=logits.dtype, device=q.device).scatter_add(1, par, (logits - mx.gather(1, par)).exp())
-        lse = mx + z.log()  # (B, M) log-sum-exp of each node's children
-        return torch.cat([logits.new_zeros(q.shape[0], 1), logits - lse.gather(1, par)], dim=1)  # (B, M)
+    def branch_logp(self, q: Tensor) -> Tensor:  # (B, D) -> (B, Mb+1) log p(node | parent, user) of the branching nodes, then 0
+        nodes = self.branch
+        logits = q @ self.tok(self.token[nodes]).T + self.node_bias(nodes)  # (B, Mb)
+        par = self.branch_parent.expand_as(logits)  # (B, Mb)
+        P = int(self.branch_parent.max()) + 1 if len(nodes) else 1
+        mx = logits.new_full((q.shape[0], P), float("-inf")).scatter_reduce(1, par, logits, "amax", include_self=True).detach()
+        z = torch.zeros(q.shape[0], P, dtype=logits.dtype, device=q.device).scatter_add(1, par, (logits - mx.gather(1, par)).exp())
+        lse = mx + z.log()  # (B, P) log-sum-exp over each branching parent's children
+        return torch.cat([logits - lse.gather(1, par), logits.new_zeros(q.shape[0], 1)], dim=1)  # (B, Mb+1)
 
     def item_logp(self, q: Tensor) -> Tensor:  # (B, D) -> (B, N+1) log-likelihood of each item's identifier
-        lp = self.all_node_logp(q)  # (B, M)
-        cum = torch.zeros_like(lp)
-        for d in range(1, int(self.depth.max()) + 1):  # nodes of one depth are contiguous, after their parents
-            idx = (self.depth == d).nonzero().squeeze(1)
-            cum[:, idx] = cum[:, self.parent[idx]] + lp[:, idx]
-        return cum[:, self.leaf]
+        lp = self.branch_logp(q)  # (B, Mb+1)
+        out = lp[:, self.branch_path[:, 0]]
+        for d in range(1, self.branch_path.shape[1]): out = out + lp[:, self.branch_path[:, d]]
+        return out  # (B, N+1)
+
+    def _lse_children(self, q: Tensor, par: Tensor) -> Tensor:  # (m, D), (m,) -> (m,) log-sum-exp over the children of each row's parent
+        out = q.new_zeros(q.shape[0])
+        root = par == 0
+        if root.any():  # one shared sibling set: a dense product
+            ch = self.root_children
+            out = out.index_put((root.nonzero().squeeze(1),), torch.logsumexp(q[root] @ self.tok(self.token[ch]).T + self.node_bias(ch), 1))
+        rest = (~root).nonzero().squeeze(1)
+        if len(rest):  # small sibling sets: one (row, sibling) pair each
+            p = par[rest]
+            deg = self.child_ptr[p + 1] - self.child_ptr[p]  # (r,)
+            rows = torch.repeat_interleave(torch.arange(len(rest), device=q.device), deg)  # (P,)
+            offs = torch.arange(len(rows), device=q.device) - torch.repeat_interleave(deg.cumsum(0) - deg, deg)
+            sib = self.child_idx[self.child_ptr[p][rows] + offs]  # (P,)
+            logit = (q[rest][rows] * self.tok(self.token[sib])).sum(-1) + self.node_bias(sib)  # (P,)
+            mx = logit.new_full((len(rest),), float("-inf")).scatter_reduce(0, rows, logit.detach(), "amax")
+            z = logit.new_zeros(len(rest)).index_add(0, rows, (logit - mx[rows]).exp())
+            out = out.index_put((rest,), mx + z.log())
+        return out
 
     def nll(self, q: Tensor, items: Tensor) -> Tensor:  # (n, D), (n,) -> (n,) -log p(identifier of each target)
         "Teacher-forced negative log-likelihood, normalised over the trie's children at every step (the constrained softmax)."
-        path = self.path[items]  # (n, T)
+        path = self.branch_path[items]  # (n, Tb) branching slots
         out = q.new_zeros(q.shape[0])
         for d in range(path.shape[1]):
-            ok = path[:, d] >= 0
-            if not ok.any(): break
-            node = path[ok, d]  # (m,)
-            par = self.parent[node]  # (m,)
-            ups = par.unique()
-            cnt = self.child_ptr[ups + 1] - self.child_ptr[ups]
-            starts = torch.repeat_interleave(self.child_ptr[ups], cnt)
-            offs = torch.arange(int(cnt.sum()), device=q.device) - torch.repeat_interleave(cnt.cumsum(0) - cnt, cnt)
-            cand = self.child_idx[starts + offs].sort().values  # (U,) all children of the batch's parents at this depth
-            logits = q[ok] @ self.tok(self.token[cand]).T + self.node_bias(cand)  # (m, U)
-            logits = logits.masked_fill(self.parent[cand][None] != par[:, None], float("-inf"))
-            own = torch.searchsorted(cand, node)  # (m,)
-            out = out.index_add(0, ok.nonzero().squeeze(1), torch.logsumexp(logits, 1) - logits.gather(1, own[:, None]).squeeze(1))
+            ok = (path[:, d] < len(self.branch)).nonzero().squeeze(1)
+            if not len(ok): break
+            node = self.branch[path[ok, d]]  # (m,)
+            qo = q[ok]
+            own = (qo * self.tok(self.token[node])).sum(-1) + self.node_bias(node)  # (m,)
+            out = out.index_add(0, ok, self._lse_children(qo, self.parent[node]) - own)
         return out
 
 
