@@ -137,6 +137,10 @@ test_fail(lambda: ModelConfig(dropout=1.0), contains="dropout=1.0 must be in [0,
 # models ignore them; a model whose scores depend on the user (BPR, Caser) sets `needs_users = True`, gets `n_users`
 # from `build_model(..., n_users=split.n_users)` and receives `users` in `encode_with`. The evaluator always passes them.
 #
+# **Items.** A model built from the items' text or attributes (S3-Rec's attribute objectives, the TransRec substitute's
+# identifiers) sets `needs_items = True` and receives the dataset's item table, `build_model(..., items=ds.items)`, as
+# the keyword argument `items` of its constructor; other models are built without it.
+#
 # **Loss** (`kind="bce"`). At every position $t$ with a target (`pos[b, t] != 0`), with hidden state $z_t$ and output table $e$:
 # $-\log\sigma(z_t \cdot e_{pos}) - \frac1K\sum_k \log(1 - \sigma(z_t \cdot e_{neg_k}))$, averaged over those positions
 # (SASRec's loss; with one negative it is exactly SASRec's two BCE means). Any number K of negatives per position
@@ -219,6 +223,7 @@ class SeqRecModel(nn.Module):
     "Base class of every recommender: the model contract used by training and evaluation, and the graph plug-in."
     config_class: type = ModelConfig  # the model's configuration dataclass (a ModelConfig subclass for model-specific settings)
     needs_users: bool = False  # True: scores depend on the user (needs n_users; receives `users` in encode_with)
+    needs_items: bool = False  # True: built from the dataset's item table (titles, attributes): cls(..., items=ds.items)
     graph_plugin: bool = True  # accepts the graph layer in front of its item table (False: a model defined by having none)
 
     def __init__(self,
@@ -442,6 +447,8 @@ class ModelSpec:
     def graph_by_default(self) -> bool: return self.cls.graph_plugin and self.config_class().graph_mode != "none"  # graph on unless asked otherwise
     @property
     def needs_users(self) -> bool: return self.cls.needs_users
+    @property
+    def needs_items(self) -> bool: return self.cls.needs_items
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -478,11 +485,15 @@ def build_model(name: str,  # a registered name: see `registered_models()`
                 cfg: Any = None,  # the model's config, a ModelConfig (its shared fields), a dict of overrides, or None (defaults)
                 graph: Any = None,  # ItemGraph (sagerec.graph): used when the config's graph_mode != "none"
                 n_users: int | None = None,  # users of the split: needed by models whose scores depend on the user (BPR, Caser)
+                items: Any = None,  # the dataset's item table (`ds.items`): needed by models built from item text (S3-Rec, transrec_sub)
                ) -> SeqRecModel:
     "Build a registered model by name."
     models = registered_models()
     check(name in models, f"Unknown model {name!r}: use one of {sorted(models)}.")
-    return models[name].cls(n_items, cfg, graph, n_users)
+    spec = models[name]
+    if not spec.needs_items: return spec.cls(n_items, cfg, graph, n_users)
+    check(items is not None, f"{name!r} is built from the items' text and attributes: pass items=ds.items to build_model.")
+    return spec.cls(n_items, cfg, graph, n_users, items=items)
 
 
 # %% [markdown]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sagerec.core import check
-from sagerec.encoder import Packing, SASRecEncoder
-from sagerec.model import SeqRecModel, TrainBatch, normal_init_
+from sagerec.encoder import Packing
+from sagerec.model import ModelConfig, SAGERec, TrainBatch, register_model
 
 # %%
 #| hide
@@ -155,33 +156,37 @@ test_fail(lambda: item_attributes(mini, min_items=10**6), contains="lower min_it
 # (FFN of width 4d with GELU, no dropout after the activation, N(0, 0.02) initialisation), where S3-Rec's BERT block
 # puts LayerNorm after each residual; every Transformer baseline shares one encoder. (2) One pre-training
 # example per user and epoch (the whole training sequence, `seq[:-2]`), where the official code adds every prefix of
-# it as a further example; more pre-training epochs make up for it. (3) MIP negatives and the negative segment are
+# it as a further example, so one epoch here is fewer pre-training steps than one of theirs. (3) Each objective is
+# averaged over its positions where the official code sums over them (and over the batch). (4) MIP negatives and the negative segment are
 # drawn from the batch (uniform items; another row's items at the same columns) rather than from the whole data.
 
 # %%
 #| export
 @dataclass
-class S3RecConfig:
-    "Hyperparameters of S3-Rec (pre-training weights and mask rate: the official code's; sizes: see configs/models/s3rec.yaml)."
+class S3RecConfig(ModelConfig):
+    "S3-Rec: the shared Transformer fields at S3-Rec's values, plus the pre-training settings (the official code's)."
     dim: int = 64             # hidden size (S3-Rec: 64)
-    n_blocks: int = 2         # Transformer blocks (S3-Rec: 2)
     n_heads: int = 2          # attention heads (S3-Rec: 2)
     dropout: float = 0.5      # hidden and attention dropout (S3-Rec: 0.5)
-    max_len: int = 50         # positions (S3-Rec: 50)
     ffn_mult: int = 4         # FFN width as a multiple of dim (S3-Rec: 4)
     activation: str = "gelu"  # FFN activation (S3-Rec: GELU)
-    init_std: float = 0.02    # N(0, std) initialisation of weights and tables (S3-Rec: 0.02)
+    ffn_inner_dropout: bool = False  # no dropout after the FFN activation (BERT-style block)
+    init: str = "normal"      # N(0, 0.02) initialisation (S3-Rec)
+    scale_input: bool = False # item + position embeddings are not scaled by sqrt(d) (S3-Rec)
+    l2: float = 0.0           # (S3-Rec: none)
+    graph_mode: str = "none"  # graph plug-in off by default
     mask_p: float = 0.2       # share of items masked in pre-training (S3-Rec: 0.2)
     aap_weight: float = 0.2   # (S3-Rec: 0.2)
     mip_weight: float = 1.0   # (S3-Rec: 1.0)
     map_weight: float = 1.0   # (S3-Rec: 1.0)
     sp_weight: float = 0.5    # (S3-Rec: 0.5)
-    l2: float = 0.0           # squared-L2 weight on the item and position tables (S3-Rec: none)
+    attr_min_items: int = 5   # attributes shared by fewer items are dropped (S3-Rec's Beauty attributes: 5)
 
     def __post_init__(self):
-        check(self.dim > 0 and self.dim % self.n_heads == 0, f"dim={self.dim} must be a positive multiple of n_heads={self.n_heads}.")
+        super().__post_init__()
         check(0 < self.mask_p < 1, f"mask_p={self.mask_p} must be in (0, 1).")
-        check(min(self.aap_weight, self.mip_weight, self.map_weight, self.sp_weight, self.l2) >= 0, "loss weights and l2 must be >= 0.")
+        check(min(self.aap_weight, self.mip_weight, self.map_weight, self.sp_weight) >= 0, "the pre-training loss weights must be >= 0.")
+        check(self.attr_min_items >= 1, f"attr_min_items={self.attr_min_items} must be >= 1.")
 
 
 # %% [markdown]
@@ -231,44 +236,32 @@ test_eq(bidirectional_packing(vb).groups[0][4][0, 0].int().tolist(), [[1, 1, 1],
 
 # %%
 #| export
-class S3Rec(SeqRecModel):
+@register_model("s3rec", paper="Zhou et al., S3-Rec: Self-Supervised Learning for Sequential Recommendation with Mutual Information Maximization, CIKM 2020")
+class S3Rec(SAGERec):
     "S3-Rec (Zhou et al., CIKM 2020): attribute-aware self-supervised pre-training (`pretrain_loss`), then next-item fine-tuning."
-    def __init__(self, n_items: int, attributes: ItemAttributes, cfg: S3RecConfig | None = None):
-        super().__init__(n_items)
+    config_class = S3RecConfig
+    needs_items = True  # reads the items' attributes
+
+    def __init__(self, n_items: int, cfg: Any = None, graph: Any = None, n_users: int | None = None,
+                 items: Any = None,  # the dataset's item table (`ds.items`) or ready `ItemAttributes`
+                ):
+        check(items is not None, "S3-Rec pre-trains on item attributes: pass the item table, build_model(..., items=ds.items).")
+        super().__init__(n_items, cfg, graph, n_users)  # item table (+ graph plug-in) and the shared Transformer
+        attributes = items if isinstance(items, ItemAttributes) else item_attributes(items, self.cfg.attr_min_items)
         check(attributes.n_items == n_items, f"The attributes cover {attributes.n_items} items, the model {n_items}: "
-                                             "build them from this dataset (item_attributes(ds)).")
-        self.cfg = cfg = cfg or S3RecConfig()
-        D = cfg.dim
-        self.item_emb = nn.Embedding(n_items + 1, D, padding_idx=0)
-        self.mask_emb = nn.Parameter(torch.zeros(D))  # the [mask] item of pre-training
+                                             "build them from this dataset (items=ds.items).")
+        D = self.cfg.dim
+        self.mask_emb = nn.Embedding(1, D)  # the [mask] item of pre-training
         self.attr_emb = nn.Embedding(attributes.n_attributes, D)
-        self.encoder = SASRecEncoder(D, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len, ffn_mult=cfg.ffn_mult,
-                                     activation=cfg.activation, ffn_inner_dropout=False)
         self.aap, self.mip, self.map, self.sp = (nn.Linear(D, D) for _ in range(4))
         self.register_buffer("item_attr", attributes.multi_hot(), persistent=False)  # (N+1, A) bool
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        normal_init_(self, self.cfg.init_std)
-        nn.init.normal_(self.mask_emb, std=self.cfg.init_std)
-        self._cache = None
-
-    def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.item_emb.weight, self.item_emb.weight  # (N+1, D) twice
-
-    def encode_with(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) -> (B, L, D), causal (fine-tuning, scoring)
-        pk = self.encoder.packing(seqs != 0)
-        xp = F.embedding(seqs.reshape(-1).index_select(0, pk.flat), table)  # (n, D)
-        return pk.unpack(self.encoder.forward_packed(xp, pk))
-
-    def encode_masked(self, seqs: Tensor, masked: Tensor) -> Tensor:  # (B, L), (B, L) bool -> (B, L, D), bidirectional
+    def encode_masked(self, seqs: Tensor, masked: Tensor, table: Tensor) -> Tensor:  # (B, L), (B, L) bool -> (B, L, D)
         "Pre-training encoder: items at `masked` replaced by the [mask] vector, every real item sees its whole row."
         pk = bidirectional_packing(seqs != 0)
-        x = torch.where(masked[..., None], self.mask_emb, self.item_emb(seqs))  # (B, L, D)
+        x = torch.where(masked[..., None], self.mask_emb.weight[0], F.embedding(seqs, table))  # (B, L, D)
         return pk.unpack(self.encoder.forward_packed(pk.pack(x), pk))
-
-    def l2_penalty(self) -> Tensor:
-        return self.cfg.l2 * (self.item_emb.weight.square().sum() + self.encoder.pos_emb.weight.square().sum())
 
     def _attr_bce(self, head: nn.Linear, h: Tensor, items: Tensor) -> Tensor:  # (n, D), (n,) -> ()
         logits = head(h) @ self.attr_emb.weight.T  # (n, A)
@@ -279,16 +272,17 @@ class S3Rec(SeqRecModel):
         full = full_sequences(seqs, pos, self.cfg.max_len)  # (B, L)
         valid = full != 0
         B, L = full.shape
+        table = self.tables()[0]  # (N+1, D) graph-enhanced when the plug-in is on
         # --- item masking: AAP on unmasked items, MIP and MAP on masked ones
         masked = valid & (torch.rand(B, L, device=full.device) < self.cfg.mask_p)  # (B, L)
-        h = self.encode_masked(full, masked)  # (B, L, D)
+        h = self.encode_masked(full, masked, table)  # (B, L, D)
         keep = valid & ~masked
         out = {"aap": self._attr_bce(self.aap, h[keep], full[keep])}
         if masked.any():
             hm, tgt = h[masked], full[masked]  # (m, D), (m,)
             neg = torch.randint(1, self.n_items + 1, tgt.shape, device=full.device)  # (m,)
             q = self.mip(hm)  # (m, D)
-            out["mip"] = F.softplus(-((q * self.item_emb(tgt)).sum(-1) - (q * self.item_emb(neg)).sum(-1))).mean()
+            out["mip"] = F.softplus(-((q * table[tgt]).sum(-1) - (q * table[neg]).sum(-1))).mean()
             out["map"] = self._attr_bce(self.map, hm, tgt)
         else: out["mip"] = out["map"] = h.sum() * 0
         # --- segment prediction: a random stretch of each row is masked; its items vs another row's at the same columns
@@ -299,9 +293,9 @@ class S3Rec(SeqRecModel):
         in_seg = (cols >= start[:, None]) & (cols < (start + seg_len)[:, None]) & valid  # (B, L)
         other = full.roll(1, dims=0)  # another row of the batch
         neg_seg = torch.where(in_seg & (other != 0), other, full)  # another user's items where there are any
-        ctx = self.encode_masked(full, in_seg)[:, -1]  # (B, D) the sequence with the stretch masked
-        seg_pos = self.encode_masked(torch.where(valid, full, 0), valid & ~in_seg)[:, -1]  # (B, D) only the stretch shown
-        seg_neg = self.encode_masked(torch.where(valid, neg_seg, 0), valid & ~in_seg)[:, -1]  # (B, D)
+        ctx = self.encode_masked(full, in_seg, table)[:, -1]  # (B, D) the sequence with the stretch masked
+        seg_pos = self.encode_masked(torch.where(valid, full, 0), valid & ~in_seg, table)[:, -1]  # (B, D) only the stretch shown
+        seg_neg = self.encode_masked(torch.where(valid, neg_seg, 0), valid & ~in_seg, table)[:, -1]  # (B, D)
         q = self.sp(ctx)
         out["sp"] = F.softplus(-((q * seg_pos).sum(-1) - (q * seg_neg).sum(-1))).mean()
         return out
@@ -323,7 +317,7 @@ class S3Rec(SeqRecModel):
 seed_everything(0)
 toy = ItemAttributes.from_lists([["a"]] * 4 + [["b"]] * 4 + [["c"]] * 4)
 cfg = S3RecConfig(dim=16, n_blocks=1, n_heads=2, dropout=0.0, max_len=8)
-model = S3Rec(12, toy, cfg)
+model = S3Rec(12, cfg, items=toy)
 groups = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
 rows = torch.tensor([[0] + [groups[g][j % 4] for j in range(r, r + 6)] for r in range(6) for g in range(3)])  # (18, 7)
 batch = TrainBatch(torch.arange(18), rows[:, :-1], rows[:, 1:], None)
@@ -351,7 +345,8 @@ sa.shape, l
 
 # %%
 test_eq(sa.shape, (18, 13)); assert torch.isfinite(l)
-test_fail(lambda: S3Rec(11, toy, cfg), contains="The attributes cover 12 items, the model 11")
+test_fail(lambda: S3Rec(11, cfg, items=toy), contains="The attributes cover 12 items, the model 11")
+test_fail(lambda: S3Rec(12, cfg), contains="pass the item table")
 
 # %%
 #| hide

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -18,8 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sagerec.core import check
-from sagerec.encoder import SASRecEncoder
-from sagerec.model import SeqRecModel, TrainBatch, xavier_init_
+from sagerec.model import ModelConfig, SAGERec, TrainBatch, register_model
 from sagerec.s3rec import full_sequences
 
 # %%
@@ -59,22 +59,18 @@ from sagerec.core import seed_everything
 # %%
 #| export
 @dataclass
-class DSSRecConfig:
-    "Hyperparameters of DSSRec (encoder sizes: the project's baseline sizes; see the notebook for the rest)."
-    dim: int = 50               # D, width of embeddings and hidden states
-    n_blocks: int = 2           # Transformer blocks
-    n_heads: int = 1            # attention heads
-    dropout: float = 0.5        # Transformer dropout (SASRec: 0.5 sparse Amazon, 0.2 ML-1M)
-    max_len: int = 50           # positions
+class DSSRecConfig(ModelConfig):
+    "Hyperparameters of DSSRec: the shared Transformer fields (SASRec's sizes for sparse Amazon data) plus the DSS settings."
+    graph_mode: str = "none"    # graph plug-in off by default
+    l2: float = 0.0             # squared-L2 weight on the item and position tables
     n_intents: int = 4          # K, latent intentions (prototypes)
     keep: float = 0.5           # share of (sequence, intention) pairs with the lowest seq2seq loss that are trained
     seq2seq_weight: float = 0.1 # weight of the seq2seq term next to the seq2item loss
-    l2: float = 0.0             # squared-L2 weight on the item and position tables
 
     def __post_init__(self):
-        check(self.dim > 0 and self.dim % self.n_heads == 0, f"dim={self.dim} must be a positive multiple of n_heads={self.n_heads}.")
+        super().__post_init__()
         check(self.n_intents >= 1 and 0 < self.keep <= 1, f"n_intents={self.n_intents} must be >= 1 and keep={self.keep} in (0, 1].")
-        check(self.seq2seq_weight >= 0 and self.l2 >= 0 and 0 <= self.dropout < 1, "seq2seq_weight and l2 must be >= 0, dropout in [0, 1).")
+        check(self.seq2seq_weight >= 0, f"seq2seq_weight={self.seq2seq_weight} must be >= 0.")
 
 
 # %% [markdown]
@@ -172,38 +168,27 @@ test_eq(int(kept_half.sum()), 3); test_eq(int(kept_all.sum()), 6)
 
 # %%
 #| export
-class DSSRec(SeqRecModel):
+@register_model("dssrec", paper="Ma et al., Disentangled Self-Supervision in Sequential Recommenders, KDD 2020")
+class DSSRec(SAGERec):
     "DSSRec (Ma et al., KDD 2020): a causal Transformer trained with seq2item plus disentangled latent seq2seq."
-    def __init__(self, n_items: int, cfg: DSSRecConfig | None = None):
-        super().__init__(n_items)
-        self.cfg = cfg = cfg or DSSRecConfig()
-        self.item_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
-        self.encoder = SASRecEncoder(cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len)
-        self.intentions = IntentionLayer(cfg.dim, cfg.n_intents, cfg.max_len)
+    config_class = DSSRecConfig
+
+    def __init__(self, n_items: int, cfg: Any = None, graph: Any = None, n_users: int | None = None):
+        super().__init__(n_items, cfg, graph, n_users)  # item table (+ graph plug-in) and the shared Transformer
+        self.intentions = IntentionLayer(self.cfg.dim, self.cfg.n_intents, self.cfg.max_len)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        xavier_init_(self)
-        nn.init.xavier_uniform_(self.intentions.prototypes)
-        for p in (self.intentions.alpha, self.intentions.b_query, self.intentions.beta): nn.init.zeros_(p)
-        self._cache = None
-
-    def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.item_emb.weight, self.item_emb.weight  # (N+1, D) twice
-
-    def encode_with(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) -> (B, L, D)
-        pk = self.encoder.packing(seqs != 0)
-        xp = F.embedding(seqs.reshape(-1).index_select(0, pk.flat), table)  # (n, D)
-        return pk.unpack(self.encoder.forward_packed(xp, pk))  # (B, L, D)
-
-    def l2_penalty(self) -> Tensor:
-        return self.cfg.l2 * (self.item_emb.weight.square().sum() + self.encoder.pos_emb.weight.square().sum())
+        super().reset_parameters()
+        if hasattr(self, "intentions"):
+            nn.init.xavier_uniform_(self.intentions.prototypes)
+            for p in (self.intentions.alpha, self.intentions.b_query, self.intentions.beta): nn.init.zeros_(p)
 
     def seq2seq(self, seqs: Tensor, pos: Tensor) -> tuple[Tensor, dict]:
         "The disentangled seq2seq loss of a batch (a random cut per row) and what it used."
         full = full_sequences(seqs, pos, self.cfg.max_len)  # (B, L')
         past, future = split_past_future(full)
-        table = self.item_emb.weight
+        table = self.tables()[0]  # (N+1, D) graph-enhanced when the plug-in is on
         u, pu = self.intentions(self.encode_with(past, table), past != 0, future=False)  # (B, K, D)
         v, pv = self.intentions(self.encode_with(future, table), future != 0, future=True)  # (B, K, D)
         loss, kept = seq2seq_loss(u, v, self.cfg.keep)

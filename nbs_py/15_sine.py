@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sagerec.core import check
-from sagerec.model import SeqRecModel, TrainBatch, xavier_init_
+from sagerec.model import ModelConfig, SeqRecModel, TrainBatch, register_model, xavier_init_
 
 # %%
 #| hide
@@ -58,9 +59,10 @@ from sagerec.core import seed_everything
 # %%
 #| export
 @dataclass
-class SINEConfig:
-    "Hyperparameters of SINE (defaults: the paper's where it gives them; see the notebook)."
+class SINEConfig(ModelConfig):
+    "Hyperparameters of SINE (defaults: the paper's where it gives them; see the notebook). Transformer fields are unused."
     dim: int = 50              # D, item embedding width (paper: 128 on its datasets; project baselines: 50)
+    graph_mode: str = "none"   # graph plug-in off by default
     n_concepts: int = 500      # L, concept prototypes in the pool (paper: tuned per dataset)
     n_interests: int = 4       # K, prototypes activated per user (paper: 4)
     tau: float = 0.1           # temperature of the interest aggregation (paper: 0.1)
@@ -69,7 +71,7 @@ class SINEConfig:
     l2: float = 0.0            # squared-L2 weight on the item table (paper: none)
 
     def __post_init__(self):
-        check(self.dim > 0 and self.max_len > 0, f"dim={self.dim} and max_len={self.max_len} must be positive.")
+        super().__post_init__()
         check(1 <= self.n_interests <= self.n_concepts,
               f"n_interests={self.n_interests} must be in 1..n_concepts={self.n_concepts}: SINE activates K of the L prototypes.")
         check(self.tau > 0 and self.cov_weight >= 0 and self.l2 >= 0, f"tau={self.tau} must be > 0, cov_weight and l2 >= 0.")
@@ -117,13 +119,16 @@ test_eq(w[0, 0], torch.tensor([1., 0, 0, 0]))  # a padding row sees only itself 
 
 # %%
 #| export
+@register_model("sine", paper="Tan et al., Sparse-Interest Network for Sequential Recommendation, WSDM 2021")
 class SINE(SeqRecModel):
     "SINE (Tan et al., WSDM 2021): sparse top-K concept activation, K interest embeddings, interest aggregation."
-    def __init__(self, n_items: int, cfg: SINEConfig | None = None):
-        super().__init__(n_items)
-        self.cfg = cfg = cfg or SINEConfig()
+    config_class = SINEConfig
+
+    def __init__(self, n_items: int, cfg: Any = None, graph: Any = None, n_users: int | None = None):
+        super().__init__(n_items, cfg, graph, n_users)
+        cfg = self.cfg
         D, K = cfg.dim, cfg.n_interests
-        self.item_emb = nn.Embedding(n_items + 1, D, padding_idx=0)
+        self.item_table()  # item_emb (one table in and out), and the graph layer when graph_mode != "none"
         self.pos_emb = nn.Embedding(cfg.max_len, D)
         self.concepts = nn.Parameter(torch.empty(cfg.n_concepts, D))  # C (L, D)
         self.w1, self.w2 = nn.Linear(D, D, bias=False), nn.Linear(D, 1, bias=False)  # concept activation pooling
@@ -137,9 +142,6 @@ class SINE(SeqRecModel):
         xavier_init_(self)
         nn.init.xavier_uniform_(self.concepts)
         self._cache = None
-
-    def compute_tables(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.item_emb.weight, self.item_emb.weight  # (N+1, D) twice: one table in and out
 
     def interests(self, seqs: Tensor, table: Tensor, last_only: bool = False) -> dict[str, Tensor]:
         "Every intermediate of steps 1-5 for every prefix of the batch (`last_only`: the whole rows only, T = 1)."
@@ -167,12 +169,12 @@ class SINE(SeqRecModel):
         e = torch.einsum("btk,btkd->btd", p_k_u, phi) * valid[:, q, None]  # (B, T, D), 0 at padding
         return dict(concept_scores=s, active=idx, p_k_t=p_k_t, p_t_k=p_t_k, interests=phi, p_k_u=p_k_u, user=e)
 
-    def encode_with(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) -> (B, L, D)
+    def encode_with(self, seqs: Tensor, table: Tensor, users: Tensor | None = None) -> Tensor:  # (B, L) -> (B, L, D)
         "The aggregated user embedding $e_u$ of every prefix; without gradients, in chunks of rows to bound memory."
         if torch.is_grad_enabled() or seqs.shape[0] <= 64: return self.interests(seqs, table)["user"]
         return torch.cat([self.interests(c, table)["user"] for c in seqs.split(64)])
 
-    def encode_last(self, seqs: Tensor, table: Tensor) -> Tensor:  # (B, L) -> (B, D)
+    def encode_last(self, seqs: Tensor, table: Tensor, users: Tensor | None = None) -> Tensor:  # (B, L) -> (B, D)
         "$e_u$ of the whole rows only (what scores use): one prefix per row instead of L."
         return self.interests(seqs, table, last_only=True)["user"][:, 0]
 

@@ -87,6 +87,7 @@ logq: bool = False                  # sampled_softmax: logQ correction
 loss_norm: str = "batch"            # 'batch': mean per batch (paper); 'position': every target position weighs the same
 bucket: int = 50                    # length-sorted batches from chunks of bucket*batch_size users (0: plain shuffle)
 adam_beta2: float = 0.999           # Adam beta2 (paper: 0.999; SASRec's code: 0.98)
+pretrain_epochs: int = 0            # epochs of the model's own pre-training stage before training (S3-Rec: configs/models/s3rec.yaml); 0: none
 lr_signal: str = "valid_loss"       # LR decay watches 'valid_loss' (paper) or 'metric' (validation NDCG@10)
 patience: int = 20                  # early stopping: validations without a better valid NDCG@10 (0: never)
 lr_patience: int = 5                # LR x0.1 after this many validations without a lower validation loss (paper: 5; 0: constant LR)
@@ -167,7 +168,7 @@ params = {k: v for k, v in dict(globals()).items() if k in (
     "dataset variant seed device data_dir run_name output_dir resume text_model text_max_length k tau self_loops dim n_blocks "
     "n_heads dropout max_len n_graph_layers edge_dropout node_dropout node_dropout_mode output_embedding l2 ffn_mult activation "
     "attn_out_dropout ffn_inner_dropout init scale_input text_dim epochs batch_size lr loss n_neg pool logq loss_norm bucket adam_beta2 lr_signal "
-    "patience lr_patience eval_every num_threads eval_batch_size sampled_seed model graph model_params").split()}
+    "pretrain_epochs patience lr_patience eval_every num_threads eval_batch_size sampled_seed model graph model_params").split()}
 rec = RunRecorder(run_name, folder=run_folder)
 rec.log_params(**params, resolved_device=str(dev), torch_threads=torch.get_num_threads())
 print(f"run folder: {run_folder}  device: {dev}")
@@ -211,7 +212,7 @@ mcfg = {**dict(dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, max
                text_dim=text_dim),
         **overrides}  # overrides (the variant's, or model_params + the graph switch) win
 seed_everything(seed)
-model = build_model(model_name, ds.n_items, mcfg, graph, n_users=split.n_users)
+model = build_model(model_name, ds.n_items, mcfg, graph, n_users=split.n_users, items=ds.items)
 mcfg = model.cfg  # the model's own config class, resolved
 n_params = sum(p.numel() for p in model.parameters())
 rec.log_params(model_config=mcfg, model_class=type(model).__name__, n_params=n_params)
@@ -227,7 +228,7 @@ print(type(model).__name__, f"{n_params:,} parameters")
 tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, betas=(0.9, adam_beta2), loss=loss, n_neg=n_neg, pool=pool,
                    logq=logq, loss_norm=loss_norm, bucket=bucket, lr_signal=lr_signal, max_len=max_len, eval_every=eval_every,
                    patience=patience, lr_patience=lr_patience, seed=seed, device=str(dev), num_threads=num_threads,
-                   eval_batch_size=eval_batch_size, progress=progress)
+                   eval_batch_size=eval_batch_size, progress=progress, pretrain_epochs=pretrain_epochs)
 rec.log_params(train_config=tcfg)
 def log_epoch(row, history):  # partial runs keep their curve in metrics.json (and in last.pt)
     rec.log_metrics(history=history, epochs_run=len(history))
@@ -236,7 +237,8 @@ result = train(model, split, tcfg, run_dir=run_folder, resume=resume, on_epoch=l
 hist = pd.DataFrame(result.history)
 rec.log_metrics(history=result.history, best_epoch=result.best_epoch, best_valid=result.best_metrics,
                 stop_reason=result.stop_reason, epochs_run=len(result.history),
-                seconds_per_epoch=result.seconds_per_epoch, device=result.device)
+                seconds_per_epoch=result.seconds_per_epoch, device=result.device,
+                **({"pretrain_history": result.pretrain_history} if result.pretrain_history else {}))
 hist.tail(5).round(4)
 
 # %%

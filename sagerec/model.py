@@ -88,7 +88,7 @@ class TrainBatch:
     kind: str = "bce"  # the objective, one of LOSSES
     logq: Tensor | None = None  # (N+1,) log-probability with which the pool sampler draws each item (logQ correction), or None
 
-# %% ../nbs/06_model.ipynb #86a3526e
+# %% ../nbs/06_model.ipynb #48847abb
 _optimizer_steps = [0]  # steps taken by any torch optimizer in this process
 
 def _count_optimizer_step(optimizer, args, kwargs): _optimizer_steps[0] += 1
@@ -125,6 +125,7 @@ class SeqRecModel(nn.Module):
     "Base class of every recommender: the model contract used by training and evaluation, and the graph plug-in."
     config_class: type = ModelConfig  # the model's configuration dataclass (a ModelConfig subclass for model-specific settings)
     needs_users: bool = False  # True: scores depend on the user (needs n_users; receives `users` in encode_with)
+    needs_items: bool = False  # True: built from the dataset's item table (titles, attributes): cls(..., items=ds.items)
     graph_plugin: bool = True  # accepts the graph layer in front of its item table (False: a model defined by having none)
 
     def __init__(self,
@@ -323,7 +324,7 @@ class SeqRecModel(nn.Module):
         s = torch.einsum("bd,bcd->bc", z, F.embedding(cand, out))  # (B, C)
         return s.masked_fill(cand == 0, float("-inf"))
 
-# %% ../nbs/06_model.ipynb #8f8b9daf
+# %% ../nbs/06_model.ipynb #013c8d23
 @dataclass(frozen=True)
 class ModelSpec:
     "A registered model: its name, class and the paper it follows."
@@ -337,6 +338,8 @@ class ModelSpec:
     def graph_by_default(self) -> bool: return self.cls.graph_plugin and self.config_class().graph_mode != "none"  # graph on unless asked otherwise
     @property
     def needs_users(self) -> bool: return self.cls.needs_users
+    @property
+    def needs_items(self) -> bool: return self.cls.needs_items
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -373,11 +376,15 @@ def build_model(name: str,  # a registered name: see `registered_models()`
                 cfg: Any = None,  # the model's config, a ModelConfig (its shared fields), a dict of overrides, or None (defaults)
                 graph: Any = None,  # ItemGraph (sagerec.graph): used when the config's graph_mode != "none"
                 n_users: int | None = None,  # users of the split: needed by models whose scores depend on the user (BPR, Caser)
+                items: Any = None,  # the dataset's item table (`ds.items`): needed by models built from item text (S3-Rec, transrec_sub)
                ) -> SeqRecModel:
     "Build a registered model by name."
     models = registered_models()
     check(name in models, f"Unknown model {name!r}: use one of {sorted(models)}.")
-    return models[name].cls(n_items, cfg, graph, n_users)
+    spec = models[name]
+    if not spec.needs_items: return spec.cls(n_items, cfg, graph, n_users)
+    check(items is not None, f"{name!r} is built from the items' text and attributes: pass items=ds.items to build_model.")
+    return spec.cls(n_items, cfg, graph, n_users, items=items)
 
 # %% ../nbs/06_model.ipynb #a82cd259
 def xavier_init_(module: nn.Module) -> None:

@@ -37,7 +37,7 @@ def make(name, graph=False, **overrides):
     spec = registered_models()[name]
     cfg = {**TINY, **overrides, **({"graph_mode": "learned"} if graph else {})}
     seed_everything(0)
-    return build_model(name, MINI.n_items, cfg, GRAPH if graph or spec.graph_by_default else None, n_users=SPLIT.n_users)
+    return build_model(name, MINI.n_items, cfg, GRAPH if graph or spec.graph_by_default else None, n_users=SPLIT.n_users, items=MINI.items)
 
 
 def test_registry_lists_the_paper_models():

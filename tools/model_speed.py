@@ -43,10 +43,10 @@ def measure(ds, split, name: str, epochs: int, graph: bool) -> dict:
         from sagerec.graph import build_graph
         g = build_graph(item_embeddings(ds, progress=False), k=conf.get("k", 3), **({"tau": conf["tau"]} if conf.get("tau") is not None else {}))
     tfields = {f.name for f in dataclasses.fields(TrainConfig)}
-    tcfg = TrainConfig(**{k: v for k, v in conf.items() if k in tfields and k not in ("epochs", "eval_every", "patience", "progress")},
+    tcfg = TrainConfig(**{k: v for k, v in conf.items() if k in tfields and k not in ("epochs", "eval_every", "patience", "progress", "pretrain_epochs")},
                        epochs=epochs, eval_every=epochs, patience=0, num_threads=1, progress=False)
     seed_everything(0)
-    model = build_model(name, ds.n_items, mcfg, g, n_users=split.n_users)
+    model = build_model(name, ds.n_items, mcfg, g, n_users=split.n_users, items=ds.items)
     marks = []
     def on_epoch(row, history): marks.append((time.perf_counter(), time.process_time(), "valid_loss" in row))
     t0 = (time.perf_counter(), time.process_time())
