@@ -10,12 +10,17 @@ export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install train test check docs docs-serve clean
 
-install: $(VENV)/.installed
+# The install stamp is named after a hash of what install depends on (pyproject.toml's dependency sections and
+# TORCH), not after pyproject.toml's mtime: nbdev-export (run by `make check`) rewrites that file unchanged.
+STAMP  := $(VENV)/.installed-$(shell $(PYTHON) tools/deps_hash.py "$(TORCH)")
 
-$(VENV)/.installed: pyproject.toml
+install: $(STAMP)
+
+$(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	rm -f $(VENV)/.installed $(VENV)/.installed-*
 	touch $@
 
 train: install

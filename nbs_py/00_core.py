@@ -24,6 +24,10 @@ from typing import Any
 # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a shared or small CPU, spinning
 # threads made training many times slower; set OMP_WAIT_POLICY yourself to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import warnings
+# Inside a notebook kernel without ipywidgets, importing transformers/sentence-transformers (tqdm.auto) warns once per
+# process that IProgress is missing; sagerec's bars are plain text bars, so the warning is noise in every executed notebook.
+warnings.filterwarnings("ignore", message="IProgress not found")
 import numpy as np
 import torch
 
@@ -84,7 +88,7 @@ def project_root(start: Path | str | None = None) -> Path | None:
 
 # %%
 root = project_root()
-root
+sorted(p.name for p in root.glob("*.toml"))  # the project root holds the project's pyproject.toml
 
 # %%
 assert root is not None and (root / "nbs").is_dir()
@@ -108,10 +112,21 @@ def data_dir(path: Path | str | None = None, required: bool = False) -> Path | N
                       "or is not a folder. Set SAGEREC_DATA to the folder that holds beauty/, toys/ and ml-1m/.")
     return p.resolve()
 
+_NO_CACHE: dict[str, Path] = {}  # unusable cache folder -> the temporary folder used instead, for this process
+
 def cache_dir(sub: str = "") -> Path:
     "A cache folder (`$SAGEREC_CACHE` or `~/.cache/sagerec`), with optional subfolder `sub`, created on demand."
-    p = (_env_path("SAGEREC_CACHE") or Path.home() / ".cache" / "sagerec") / sub
-    p.mkdir(parents=True, exist_ok=True)
+    base = _env_path("SAGEREC_CACHE") or Path.home() / ".cache" / "sagerec"
+    p = _NO_CACHE.get(str(base), base) / sub
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        check(os.access(p, os.W_OK), "not writable")
+    except (OSError, SageRecError) as e:  # run uncached (a temporary folder of this process) rather than not at all
+        import tempfile, warnings
+        tmp = _NO_CACHE.setdefault(str(base), Path(tempfile.mkdtemp(prefix="sagerec-nocache-")))
+        warnings.warn(f"The cache folder {str(base)!r} cannot be used ({type(e).__name__}: {e}); running without a cache "
+                      f"(nothing is kept after this process). Point SAGEREC_CACHE at a writable folder.", stacklevel=2)
+        p = tmp / sub; p.mkdir(parents=True, exist_ok=True)
     return p
 
 def _project_sub(var: str, name: str) -> Path:
@@ -127,6 +142,18 @@ def runs_dir() -> Path:
     "Where runs are recorded: `$SAGEREC_RUNS`, else `runs/` at the project root (git-ignored)."
     return _project_sub("SAGEREC_RUNS", "runs")
 
+def rel_path(path: Path | str) -> str:
+    "`path` as shown to a reader: relative to the project root (or the home folder) when inside it, so outputs carry no developer paths."
+    p = Path(path).expanduser()
+    try: p = p.resolve()
+    except OSError: pass
+    for base, show in ((project_root(), ""), (Path.home(), "~")):
+        if base is None: continue
+        try: r = p.relative_to(base.resolve())
+        except ValueError: continue
+        return str(Path(show) / r) if show else (str(r) if str(r) != "." else ".")
+    return str(p)
+
 
 # %% [markdown]
 # A data setting that points nowhere is an error at once, not a confusing failure three stages later:
@@ -137,6 +164,26 @@ test_fail(lambda: data_dir(None, required=True) if not os.environ.get("SAGEREC_D
           contains="No data folder")
 with tempfile.TemporaryDirectory() as d:
     test_eq(data_dir(d), Path(d).resolve())
+
+# %% [markdown]
+# Paths shown in outputs are relative to the project, so stored notebooks and the site carry no developer's
+# folders; a cache folder that cannot be used (a file in the way, no permission) makes a run uncached, with a
+# warning, instead of stopping it.
+
+# %%
+import warnings
+rel_path(root / "runs" / "quickstart")
+
+# %%
+test_eq(rel_path(root / "runs" / "quickstart"), "runs/quickstart")
+with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always"); _before = os.environ.get("SAGEREC_CACHE")
+    (Path(d) / "a-file").write_text("x"); os.environ["SAGEREC_CACHE"] = str(Path(d) / "a-file" / "cache")
+    try: c = cache_dir("datasets")
+    finally:
+        if _before is None: del os.environ["SAGEREC_CACHE"]
+        else: os.environ["SAGEREC_CACHE"] = _before
+    assert c.is_dir() and "running without a cache" in str(w[0].message)
 
 
 # %% [markdown]
@@ -274,15 +321,21 @@ def environment_info() -> dict:
     except Exception: info["git_commit"] = None
     return info
 
+def read_json(path: Path | str, way_on: str = "restore it, or delete the run folder to start afresh") -> Any:
+    "Read a JSON file we wrote; a damaged one is a `SageRecError` naming the file, what is wrong and `way_on`."
+    path = Path(path)
+    try: return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SageRecError(f"{rel_path(path)} is damaged (not valid JSON: {e}): {way_on}.") from None
+
 class RunRecorder:
-    "Write `params.json` and `metrics.json` for one run into `runs/<name>/` (or `folder`)."
+    "Write `params.json` and `metrics.json` for one run into `runs/<name>/` (or `folder`); the folder is made at the first write."
     def __init__(self, name: str, folder: Path | str | None = None):
-        check(bool(name) and "/" not in name, f"Run name {name!r} must be a plain folder name.")
+        check(bool(name) and "/" not in name and name.strip(".") != "", f"Run name {name!r} must be a plain folder name.")
         self.dir = Path(folder) if folder else runs_dir() / name
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.params: dict = {}; self.metrics: dict = {}
         mp = self.dir / "metrics.json"
-        if mp.exists(): self.metrics = json.loads(mp.read_text())  # a resumed run keeps what it recorded
+        if mp.exists(): self.metrics = read_json(mp)  # a resumed run keeps what it recorded
 
     def _dump(self, fname: str, d: dict) -> Path:
         return atomic_write(self.dir / fname, lambda t: t.write_text(json.dumps(d, indent=2, default=_jsonable, sort_keys=False)))
@@ -309,6 +362,8 @@ with tempfile.TemporaryDirectory() as d:
     rec.log_metrics(**{"test/ndcg@10": np.float32(0.05)}); rec.log_metrics(best_epoch=3)
     saved = json.loads((Path(d) / "demo" / "metrics.json").read_text())
     params = json.loads((Path(d) / "demo" / "params.json").read_text())
+    (Path(d) / "demo" / "metrics.json").write_text('{"best_epoch": ')  # damaged, e.g. by a full disk outside our atomic writes
+    test_fail(lambda: RunRecorder("demo", folder=Path(d) / "demo"), contains="metrics.json is damaged (not valid JSON")
 saved, sorted(params)
 
 # %%

@@ -235,9 +235,12 @@ def read_amazon_reviews(path: Path | str) -> pd.DataFrame:
             if not line.strip(): continue
             try:
                 r = json.loads(line)
+                missing = [k for k in ("reviewerID", "asin", "unixReviewTime") if k not in r] if isinstance(r, dict) else ["a JSON object"]
+                if missing: raise KeyError(", ".join(missing))  # every missing field named, not only the first
                 u, i, t, s = r["reviewerID"], r["asin"], int(r["unixReviewTime"]), float(r.get("overall", "nan"))
             except (ValueError, KeyError, TypeError) as e:
-                raise SageRecError(f"{path}, line {n}: not a complete review record ({type(e).__name__}: {e}); expected JSON with "
+                what = f"missing {e.args[0]}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+                raise SageRecError(f"{path}, line {n}: not a complete review record ({what}); expected JSON with "
                                    "reviewerID, asin and unixReviewTime. Re-download the file.") from None
             users.append(u); items.append(i); times.append(t); stars.append(s); lines_.append(n)
     check(len(users) > 0, f"{path} holds no reviews.")
@@ -277,7 +280,7 @@ META_FIELDS = ["title", "description", "categories", "brand"]
 
 def read_amazon_meta(path: Path | str, asins: set[str] | None = None) -> pd.DataFrame:
     "Read `meta_<Category>.json.gz` (Python dict literals): title, description, categories, brand, indexed by ASIN."
-    rows = {}
+    rows, conflicts = {}, []
     with reading(path) as lines:
         for n, line in lines:
             if not line.strip(): continue
@@ -290,7 +293,12 @@ def read_amazon_meta(path: Path | str, asins: set[str] | None = None) -> pd.Data
                 raise SageRecError(f"{path}, line {n}: malformed or truncated product record ({type(e).__name__}). Re-download the file.") from None
             if not isinstance(d, dict) or "asin" not in d:
                 raise SageRecError(f"{path}, line {n}: not a product record with an 'asin'. Re-download the file.")
-            rows[d["asin"]] = [d.get(k) for k in META_FIELDS]
+            rec = [d.get(k) for k in META_FIELDS]
+            if d["asin"] in rows and rows[d["asin"]] != rec: conflicts.append(d["asin"])
+            rows[d["asin"]] = rec
+    if conflicts:  # the official files are what they are: say which record wins instead of choosing silently
+        warnings.warn(f"{path}: {len(conflicts)} product(s) have two different records (e.g. {', '.join(conflicts[:3])}); "
+                      "the last record of each is used.", stacklevel=2)
     meta = pd.DataFrame.from_dict(rows, orient="index", columns=META_FIELDS, dtype=object)
     meta.index.name = "item_id"
     return meta

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -186,9 +187,18 @@ def encode_texts(texts: Sequence[str | None],  # n texts; empty or None ones get
     dim = (m.get_embedding_dimension if hasattr(m, "get_embedding_dimension") else m.get_sentence_embedding_dimension)()
     out = np.zeros((len(texts), dim), dtype=np.float32)  # (n, d)
     if keep:
-        enc = m.encode([str(texts[i]) for i in keep], batch_size=int(batch_size), show_progress_bar=progress,
-                       convert_to_numpy=True, normalize_embeddings=True)  # (n_keep, d)
-        out[keep] = enc.astype(np.float32)
+        from tqdm import tqdm  # the plain bar: sentence-transformers' own needs ipywidgets in a kernel and warns without them
+        kept = [str(texts[i]) for i in keep]
+        order = sorted(range(len(kept)), key=lambda j: -len(kept[j]))  # longest first, like sentence-transformers
+        enc, step = np.zeros((len(kept), dim), dtype=np.float32), int(batch_size) * 16  # (n_keep, d)
+        with tqdm(total=len(kept), desc="encoding", unit="text", disable=not progress, dynamic_ncols=True,
+                  mininterval=0.5 if sys.stderr.isatty() else 60) as bar:  # outside a terminal (papermill), few updates
+            for s in range(0, len(kept), step):
+                idx = order[s:s + step]
+                enc[idx] = m.encode([kept[j] for j in idx], batch_size=int(batch_size), show_progress_bar=False,
+                                    convert_to_numpy=True, normalize_embeddings=True)
+                bar.update(len(idx))
+        out[keep] = enc
     return out
 
 

@@ -21,7 +21,8 @@ from torch import Tensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from sagerec.core import SageRecError, check
-from sagerec.encoder import SASRecEncoder
+from sagerec.params import check_fields
+from sagerec.encoder import ACTIVATIONS, SASRecEncoder
 from sagerec.propagation import NODE_DROPOUT_MODES, GraphPropagation
 
 # %%
@@ -87,6 +88,7 @@ class ModelConfig:
     text_dim: int = 64  # the Sentence-BERT vectors are first reduced to this many principal components (fixed)
 
     def __post_init__(self):
+        check_fields(self)  # types first (sagerec.params): 'abc' or 2.5 for a width names the field
         check(self.graph_mode in GRAPH_MODES, f"graph_mode={self.graph_mode!r}: use one of {GRAPH_MODES}.")
         check(self.output_embedding in OUTPUT_EMBEDDINGS, f"output_embedding={self.output_embedding!r}: use one of {OUTPUT_EMBEDDINGS}.")
         check(self.node_dropout_mode in NODE_DROPOUT_MODES, f"node_dropout_mode={self.node_dropout_mode!r}: use one of {NODE_DROPOUT_MODES}.")
@@ -99,6 +101,8 @@ class ModelConfig:
         check(self.l2 >= 0, f"l2={self.l2} must be >= 0.")
         check(self.init in INITS, f"init={self.init!r}: use one of {INITS}.")
         check(self.text_dim >= 1, f"text_dim={self.text_dim} must be >= 1.")
+        check(self.activation in ACTIVATIONS, f"activation={self.activation!r}: use one of {tuple(ACTIVATIONS)}.")
+        check(self.ffn_mult >= 1, f"ffn_mult={self.ffn_mult} must be >= 1 (the FFN's width is ffn_mult * dim).")
 
 
 # %%
@@ -109,6 +113,7 @@ test_eq((ModelConfig().dim, ModelConfig().graph_mode, ModelConfig().output_embed
 test_fail(lambda: ModelConfig(graph_mode="random"), contains="graph_mode='random'")
 test_fail(lambda: ModelConfig(dim=50, n_heads=3), contains="multiple of n_heads=3")
 test_fail(lambda: ModelConfig(dropout=1.0), contains="dropout=1.0 must be in [0, 1)")
+test_fail(lambda: ModelConfig(dim="abc", n_blocks=2.5), contains="ModelConfig: dim='abc' must be a whole number; n_blocks=2.5 must be a whole number")
 
 # %% [markdown]
 # ## The model contract

@@ -9,6 +9,7 @@
 #| export
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -21,8 +22,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sagerec.core import SageRecError, atomic_write, check, fingerprint, pick_device, seed_everything
+from sagerec.core import SageRecError, atomic_write, check, fingerprint, pick_device, rel_path, seed_everything
 from sagerec.distributed import DistEnv, ddp_loss, ddp_wrap, rank_generator, rank_seed, shard
+from sagerec.params import check_fields
 from sagerec.evaluate import UnseenSampler, left_pad, metrics_from_ranks, model_max_len, rank_users
 from sagerec.model import LOSSES, TrainBatch
 
@@ -77,9 +79,15 @@ class TrainConfig:
     progress: bool = True              # show a tqdm bar over epochs with the loss and the validation metric
 
     def __post_init__(self):
-        self.betas = tuple(self.betas)
-        for f in ("epochs", "batch_size", "n_neg", "max_len", "eval_every"):
-            check(int(getattr(self, f)) >= 1, f"TrainConfig.{f} must be >= 1, got {getattr(self, f)!r}.")
+        check_fields(self)  # types first (sagerec.params): 2.5 epochs or 'abc' as a seed name the field
+        for f in ("epochs", "batch_size", "n_neg", "max_len", "eval_every", "eval_batch_size"):
+            check(getattr(self, f) >= 1, f"TrainConfig.{f} must be >= 1, got {getattr(self, f)!r}.")
+        check(self.num_threads is None or self.num_threads >= 1, f"TrainConfig.num_threads must be >= 1 or None (torch's default), got {self.num_threads!r}.")
+        check(0 <= self.seed < 2**32, f"TrainConfig.seed must be in [0, 2**32), got {self.seed!r}.")
+        check(self.bucket >= 0, f"TrainConfig.bucket must be >= 0 (0: plain shuffle), got {self.bucket!r}.")
+        check(0 < self.lr_factor < 1 and all(0 <= b < 1 for b in self.betas) and self.eps > 0,
+              f"TrainConfig: need 0 < lr_factor < 1, 0 <= betas < 1 and eps > 0, got lr_factor={self.lr_factor!r}, betas={self.betas!r}, eps={self.eps!r}.")
+        check(self.grad_clip is None or self.grad_clip > 0, f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip!r}.")
         check(self.lr > 0 and math.isfinite(self.lr), f"TrainConfig.lr must be a positive number, got {self.lr!r}.")
         check(self.patience >= 0 and self.lr_patience >= 0, "TrainConfig.patience and lr_patience must be >= 0 (0 turns each off).")
         check(self.metric.split("@")[0] in ("ndcg", "recall") and self.metric.split("@")[-1].isdigit(),
@@ -100,6 +108,9 @@ test_eq(TrainConfig(betas=[0.9, 0.98]).betas, (0.9, 0.98))  # YAML gives lists
 test_fail(lambda: TrainConfig(lr=-1), contains="lr must be a positive")
 test_fail(lambda: TrainConfig(batch_size=0), contains="batch_size must be >= 1")
 test_fail(lambda: TrainConfig(metric="auc"), contains="metric must look like")
+test_fail(lambda: TrainConfig(epochs=2.5, seed="abc"), contains="TrainConfig: epochs=2.5 must be a whole number, not a fraction; seed='abc' must be a whole number")
+test_fail(lambda: TrainConfig(num_threads=-2), contains="num_threads must be >= 1 or None")
+test_fail(lambda: TrainConfig(eval_batch_size=0), contains="TrainConfig.eval_batch_size must be >= 1")
 
 
 # %% [markdown]
@@ -294,19 +305,45 @@ def _set_rank_rng_state(s: dict, neg_gen: np.random.Generator) -> None:
     if s.get("cuda") is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(s["cuda"])
 
 def save_checkpoint(path: Path | str, state: dict) -> Path:
-    "Write `state` with `torch.save`, atomically."
-    return atomic_write(path, lambda t: torch.save(state, t))
+    "Write `state` with `torch.save`, atomically; a failed write (a full disk) is a `SageRecError` that says so."
+    try: return atomic_write(path, lambda t: torch.save(state, t))
+    except (OSError, RuntimeError) as e:  # torch reports a short write as e.g. "unexpected pos 123 vs 456"
+        import shutil
+        free = shutil.disk_usage(Path(path).parent).free / 2**20 if Path(path).parent.exists() else float("nan")
+        raise SageRecError(f"Could not write the checkpoint {rel_path(path)} ({type(e).__name__}: {str(e).strip().splitlines()[-1][:120]}); "
+                           f"{free:.0f} MiB are free on its disk, which is probably full. Nothing was damaged (checkpoints are "
+                           f"replaced atomically): free some space and start the run again; it continues from the last checkpoint.") from None
+
+def _damaged(path: Path, what: str) -> SageRecError:
+    other = path.with_name("best.pt" if path.name == "last.pt" else "last.pt")
+    alt = (f"resume from {other.name} (copy it over {path.name}; it may be some epochs older), " if other.exists() and path.name == "last.pt" else "")
+    return SageRecError(f"The checkpoint {rel_path(path)} is damaged ({what}): {alt}start afresh with resume=False "
+                        f"(-p resume False), or delete the run folder {rel_path(path.parent)}.")
 
 def load_checkpoint(path: Path | str,                     # a best.pt / last.pt written by `train`
                     model: nn.Module | None = None,       # if given, its weights are replaced by the checkpoint's
                     map_location: str | torch.device = "cpu",
                    ) -> dict:
-    "Read a training checkpoint (and load its weights into `model`)."
+    "Read a training checkpoint (and load its weights into `model`); a damaged file is a one-line `SageRecError` with the way on."
     path = Path(path)
-    check(path.exists(), f"No checkpoint at {str(path)!r}: train first, or point at a run folder's best.pt / last.pt.")
-    state = torch.load(path, map_location=map_location, weights_only=False)  # our own file: holds RNG states
-    if model is not None: model.load_state_dict(state["model"])
+    check(path.exists(), f"No checkpoint at {rel_path(path)}: train first, or point at a run folder's best.pt / last.pt.")
+    try: state = torch.load(path, map_location=map_location, weights_only=False)  # our own file: holds RNG states
+    except Exception as e:  # truncated zip, bad pickle, I/O error: torch's messages do not say the file is damaged
+        raise _damaged(path, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:100] if str(e).strip() else 'unreadable'}") from None
+    if not isinstance(state, dict) or not {"model", "state"} <= set(state): raise _damaged(path, "not a checkpoint written by sagerec.training.train")
+    if model is not None:
+        try: model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise SageRecError(f"The checkpoint {rel_path(path)} holds weights of other shapes than this model "
+                               f"({_shape_diff(state['model'], model.state_dict())}): build the model with the settings it was trained with "
+                               f"(its params.json).") from None
     return state
+
+def _shape_diff(saved: dict, now: dict, n: int = 3) -> str:
+    "The first `n` differences between two state dicts' tensor shapes, as 'name: saved (a, b), now (a, c)'."
+    diffs = [f"{k}: saved {tuple(saved[k].shape) if k in saved else 'none'}, now {tuple(now[k].shape) if k in now else 'none'}"
+             for k in dict.fromkeys([*saved, *now]) if k not in saved or k not in now or tuple(saved[k].shape) != tuple(now[k].shape)]
+    return "; ".join(diffs[:n]) + (f"; {len(diffs) - n} more" if len(diffs) > n else "")
 
 def _model_signature(model: nn.Module) -> str:
     return fingerprint(type(model).__name__, [(k, tuple(v.shape)) for k, v in model.state_dict().items()])
@@ -378,14 +415,19 @@ def train(model: nn.Module,                  # a model that follows the model co
     has_last = env.broadcast_object(resume and last is not None and last.exists())  # rank 0 decides, and sends the checkpoint
     if has_last:
         ck = env.broadcast_object(load_checkpoint(last, map_location="cpu" if ddp else dev) if env.is_main else None)
-        check(ck.get("world_size", 1) == env.world_size, f"{str(last)!r} was written by a run on {ck.get('world_size', 1)} processes; "
-                                                         f"resume it on as many (this run has {env.world_size}), or use another run folder.")
-        check(ck["signature"] == sig, f"{str(last)!r} was written by a different model ({ck['model_class']}); "
-                                      "use another run folder (run_name) or delete this one to start afresh.")
+        ways = "use another run folder (run_name), start afresh with resume=False, or delete the folder"
+        check(ck.get("world_size", 1) == env.world_size, f"{rel_path(last)} was written by a run on {ck.get('world_size', 1)} processes; "
+                                                         f"resume it on as many (this run has {env.world_size}), or {ways}.")
+        if ck["signature"] != sig:
+            cfg_now = asdict(model.cfg) if dataclasses.is_dataclass(getattr(model, "cfg", None)) else None
+            cfg_then = ck.get("model_config")
+            what = ("; ".join(f"{k} {cfg_then.get(k)!r} -> {v!r}" for k, v in cfg_now.items() if k in cfg_then and cfg_then.get(k) != v)
+                    if cfg_now and cfg_then else "") or _shape_diff(ck["model"], model.state_dict())
+            if ck["model_class"] != type(model).__name__: what = f"model {ck['model_class']} -> {type(model).__name__}; {what}"
+            raise SageRecError(f"{rel_path(last)} was trained with other model settings ({what}; saved -> now): {ways}.")
         saved = {**{f: getattr(TrainConfig(), f) for f in _RESULT_FIELDS}, **ck["key"]}  # fields added later: their defaults
-        diff = {k: (saved[k], v) for k, v in key.items() if saved[k] != v}
-        check(not diff, f"{str(last)!r} was trained with other settings {diff} (saved, now); use another run folder "
-                        "(run_name), or delete it to start afresh.")
+        diff = [f"{k} {saved[k]!r} -> {v!r}" for k, v in key.items() if saved[k] != v]
+        check(not diff, f"{rel_path(last)} was trained with other settings ({'; '.join(diff)}; saved -> now): {ways}.")
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
         _set_rng_state(ck["rng"], gen); st = ck["state"]
         if ddp: _set_rank_rng_state(ck["rank_rng"][env.rank], neg_gen)
@@ -403,7 +445,8 @@ def train(model: nn.Module,                  # a model that follows the model co
         rank_rng = env.all_gather_object(_rank_rng_state(neg_gen)) if ddp else None  # a collective: every rank calls it
         return dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=_rng_state(gen),
                     state=st, key=key, config=asdict(cfg), signature=sig, model_class=type(model).__name__, n_items=split.n_items,
-                    world_size=env.world_size, rank_rng=rank_rng)
+                    world_size=env.world_size, rank_rng=rank_rng,
+                    model_config=asdict(model.cfg) if dataclasses.is_dataclass(getattr(model, "cfg", None)) else None)
 
     # --- pre-training stage (TrainConfig.pretrain_epochs > 0): `model.pretrain_loss(batch)` on the same batches, no
     # validation; then the main stage starts from a fresh Adam state. Checkpointed after every epoch like the main stage.
@@ -586,7 +629,10 @@ saved_epoch, [r["train_loss"] for r in straight.history], [r["train_loss"] for r
 test_eq(saved_epoch, 2)
 test_eq(drop(resumed.history), drop(straight.history))
 test_fail(lambda: train(fresh(), sp, TrainConfig(epochs=3, max_len=20, lr=5e-3, progress=False), run_dir=tmp / "resumed"),
-          contains="trained with other settings")
+          contains="trained with other settings (lr 0.001 -> 0.005; saved -> now)")
+seed_everything(0)
+test_fail(lambda: train(build_model("sasrec", mini.n_items, ModelConfig(dim=32, max_len=20)), sp, cfg3, run_dir=tmp / "resumed"),
+          contains="other model settings (dim 16 -> 32; saved -> now)")
 test_fail(lambda: train(fresh(), sp, TrainConfig(epochs=1, max_len=50, progress=False)), contains="longer than the model's max_len")
 
 
@@ -625,6 +671,27 @@ assert len(h_pt) == 3 and h_pt[2] < h_pt[0]
 test_eq([r["pretrain_loss"] for r in pt2.pretrain_history], h_pt)
 test_eq(drop(pt2.history), drop(pt.history))
 test_fail(lambda: train(fresh(), sp, TrainConfig(epochs=1, max_len=20, pretrain_epochs=1, progress=False)), contains="has no pretrain_loss")
+
+# %% [markdown]
+# A damaged `last.pt` (a truncated copy, a disk error) stops a resumed run with one line that names the file, says
+# it is damaged and gives the ways on; a checkpoint that cannot be written (a full disk) says so and leaves the
+# previous file intact.
+
+# %%
+import shutil
+shutil.copytree(tmp / "resumed", tmp / "damaged")
+data = (tmp / "damaged" / "last.pt").read_bytes(); (tmp / "damaged" / "last.pt").write_bytes(data[: len(data) // 2])
+try: train(fresh(), sp, cfg3, run_dir=tmp / "damaged"); msg = None
+except SageRecError as e: msg = str(e)
+msg
+
+# %%
+assert "last.pt is damaged" in msg and "resume from best.pt" in msg and "resume=False" in msg and "\n" not in msg
+def full_disk(obj, f): raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/3: file write failed")
+_save, torch.save = torch.save, full_disk
+try: test_fail(lambda: save_checkpoint(tmp / "resumed" / "last.pt", {"x": 1}), contains="which is probably full. Nothing was damaged")
+finally: torch.save = _save
+test_eq(load_checkpoint(tmp / "resumed" / "last.pt")["state"]["epoch"], 3)  # the old file is intact
 
 # %%
 #| hide

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from sagerec.core import check, project_root
+from sagerec.core import check, project_root, read_json
 
 # %%
 #| hide
@@ -45,7 +45,7 @@ def load_run(folder: Path | str) -> dict:
     files = {n: folder / f"{n}.json" for n in ("params", "metrics")}
     for n, f in files.items():
         check(f.exists(), f"{folder} is not a run folder: {f.name} is missing (runs are written by nbs/train.ipynb).")
-    return {n: json.loads(f.read_text()) for n, f in files.items()}
+    return {n: read_json(f, way_on="rerun that run, or leave its folder out") for n, f in files.items()}
 
 def run_row(run: dict, protocol: str = "full-masked", params: tuple[str, ...] = ()) -> dict:
     "One table row: what was run, on what, the `params` asked for, and its test metrics under `protocol`."

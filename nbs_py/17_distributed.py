@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -307,11 +308,12 @@ def _params(argv) -> dict:
         check(Path(f).exists(), f"No parameters file {f!r}.")
         out.update(yaml.safe_load(Path(f).read_text()) or {})
     for k, v in a.parameter: out[k] = yaml.safe_load(v)
-    known = set(RUN_PARAMS) | {f.name for f in fields(ModelConfig)} | {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(out) - known)
-    check(not unknown, f"Unknown parameters {unknown}: use the train notebook's names ({sorted(known)}).")
-    check(out["variant"] in VARIANTS, f"Unknown variant {out['variant']!r}: the entry point runs {sorted(VARIANTS)}.")
-    return out
+    from sagerec.params import RUN_CHECKS, Param, config_params, one_of, validate  # the train notebook's check, in one line
+    schema = {**config_params(TrainConfig), **config_params(ModelConfig)}
+    schema.update({k: Param(k, schema[k].type if k in schema else (type(v) if v is not None else typing.Any), v,
+                            check=RUN_CHECKS.get(k)) for k, v in RUN_PARAMS.items()})
+    schema["variant"].check = one_of(*VARIANTS)  # the entry point runs these
+    return {**out, **validate(out, schema, configs=(ModelConfig, TrainConfig))}
 
 def _load(p: dict, env: DistEnv):
     "(dataset, item embeddings or None): a synthetic catalogue or a named dataset."

@@ -21,6 +21,10 @@ results_folder: str = "../results"  # a folder of run folders (results/, or runs
 dataset: str = "beauty"             # which dataset's runs to tabulate
 
 # %%
+from sagerec.params import notebook_params  # every parameter checked (names, types, ranges) before any work
+globals().update(notebook_params(globals()))
+
+# %%
 import json
 from pathlib import Path
 

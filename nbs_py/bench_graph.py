@@ -33,6 +33,10 @@ seed: int = 0                       # generator seed
 run_name: str = "bench_graph"       # results go to runs/<run_name>/metrics.json
 
 # %%
+from sagerec.params import notebook_params  # every parameter checked (names, types, ranges) before any work
+globals().update(notebook_params(globals()))
+
+# %%
 import json
 import os
 import subprocess

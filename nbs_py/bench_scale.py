@@ -41,6 +41,10 @@ ddp_epochs: int = 2                          # the DDP comparison: epochs per ru
 run_name: str = "bench_scale"                # results go to runs/<run_name>/metrics.json
 
 # %%
+from sagerec.params import notebook_params  # every parameter checked (names, types, ranges) before any work
+globals().update(notebook_params(globals()))
+
+# %%
 import json
 import os
 import subprocess

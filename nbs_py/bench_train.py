@@ -26,6 +26,10 @@ data_dir: Optional[str] = None       # None -> $SAGEREC_DATA
 run_name: str = "bench_train"        # run folder under runs/
 
 # %%
+from sagerec.params import notebook_params  # every parameter checked (names, types, ranges) before any work
+globals().update(notebook_params(globals()))
+
+# %%
 import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: idle threads sleep instead of spinning,
                                                   # which keeps a shared CPU from slowing training many times over

@@ -106,12 +106,20 @@
 # (`python tools/grid.py run configs/grids/graph.yaml`). `s/epoch` is the training time per epoch on the shared
 # CPU, so only indicative. `nbs/accuracy.ipynb` holds the full analysis (recipe ablation, objectives, variants,
 # popularity groups).
+# A rerun reproduces these numbers bit for bit only with the same number of CPU threads (`-p num_threads 1`) and the
+# same torch build: another thread count sums in another order, which changes the last digits and, through early
+# stopping, can change the best epoch.
 #
 # **Full ranking, history masked** (the default protocol):
 
 # %% tags=["parameters"]
 #| hide
 results_folder: str = ""  # published runs to tabulate; "" -> results/. `papermill nbs/index.ipynb out.ipynb -p results_folder runs` tabulates your own runs
+
+# %%
+#| hide
+from sagerec.params import notebook_params  # every parameter checked (names, types, ranges) before any work
+globals().update(notebook_params(globals()))
 
 # %%
 #| hide

@@ -20,6 +20,11 @@
 # (validation curve, best epoch, test metrics per protocol, seconds per epoch, peak memory, device),
 # `learning_curve.png`, and the checkpoints `best.pt` / `last.pt`. Starting the same run again continues
 # from `last.pt` (e.g. after a crash or a kill).
+#
+# The parameters are checked together before any work (`sagerec.params`): an unknown name (`-p epoch 1`), a wrong
+# type (`-p dim abc`, `-p epochs 2.5`) or a value out of range (`-p lr -1`) stops the run in its first seconds with
+# one line naming every problem, and nothing is written. `params.json` is written once, when training starts; a
+# run folder that holds a run with other settings is refused, untouched (`-p resume False` replaces it).
 
 # %% [markdown]
 # **Several processes or GPUs (PyTorch DDP).** This notebook is the single-process entry point. The same pipeline runs
@@ -98,30 +103,11 @@ sampled_seed: int = 0               # seed of the sampled-100 candidates
 progress: bool = True               # tqdm progress bars
 
 # %%
-import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: idle threads sleep instead of spinning,
-                                                  # which keeps a shared CPU from slowing training many times over
-import json, resource, time
-from pathlib import Path
-
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-import torch
-
-from sagerec.core import RunRecorder, SageRecError, check, data_dir as resolve_data_dir, pick_device, project_root, runs_dir, save_fig, seed_everything
-from sagerec.data import load_dataset
-from sagerec.evaluate import evaluate
-from sagerec.model import ModelConfig, build_model, registered_models
-from sagerec.report import metrics_by_group, popularity_groups
-from sagerec.training import TrainConfig, load_checkpoint, train
-
-# %% [markdown]
-# ## Resolve the parameters
-#
-# Relative paths are taken from the project root, so the notebook runs the same from the root or from `nbs/`.
-
-# %%
+# --- parameter check (sagerec.params): every parameter above, and any unknown one given with -p / -f, checked together
+#     against the parameters cell and the ModelConfig / TrainConfig fields, before any work; nothing is written before it passes
+from sagerec.params import check_run_folder, notebook_params, one_of, start_run  # first: sagerec.core sets up torch's threads
+from sagerec.model import ModelConfig, registered_models
+from sagerec.training import TrainConfig
 VARIANTS = {  # variant -> (model name, graph, ModelConfig overrides)
     "sagerec":      ("sagerec", "semantic", dict(graph_mode="learned")),
     "sasrec":       ("sasrec",  None,       dict(graph_mode="none")),
@@ -134,7 +120,35 @@ VARIANTS = {  # variant -> (model name, graph, ModelConfig overrides)
     "text_graph":   ("sagerec", "semantic", dict(graph_mode="learned", text_input=True)),
     "text_gated":   ("sagerec", "semantic", dict(graph_mode="learned", text_input=True, graph_gate=True)),
 }
-check(variant in VARIANTS, f"Unknown variant {variant!r}: use one of {sorted(VARIANTS)}.")
+globals().update(notebook_params(globals(), configs=(ModelConfig, TrainConfig),
+                                 checks={"variant": one_of(*VARIANTS), "model": one_of(None, *registered_models())}))
+# --- end of the parameter check
+
+# %%
+import os
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: idle threads sleep instead of spinning,
+                                                  # which keeps a shared CPU from slowing training many times over
+import json, resource, time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from sagerec.core import SageRecError, check, data_dir as resolve_data_dir, pick_device, project_root, rel_path, runs_dir, seed_everything
+from sagerec.data import load_dataset
+from sagerec.evaluate import evaluate
+from sagerec.model import ModelConfig, build_model, registered_models
+from sagerec.report import metrics_by_group, popularity_groups
+from sagerec.training import load_checkpoint, train
+
+# %% [markdown]
+# ## Resolve the parameters
+#
+# Relative paths are taken from the project root, so the notebook runs the same from the root or from `nbs/`.
+
+# %%
 # >>> models (issue 10): `model` picks any registered model; `graph` switches the graph plug-in; `variant` becomes the method label
 if model is None:
     check(graph is None and not model_params, "graph and model_params apply to a registered model: pass -p model <name> too "
@@ -159,19 +173,12 @@ def from_root(p):
     return p if p.is_absolute() or p.exists() else root / p
 run_name = run_name or f"{dataset}-{variant}-s{seed}"
 run_folder = (from_root(output_dir) if output_dir else runs_dir()) / run_name
-if not resume and run_folder.exists():
-    for f in ("best.pt", "last.pt", "metrics.json"): (run_folder / f).unlink(missing_ok=True)
+params = {k: globals()[k] for k in __annotations__}  # the checked parameters, as params.json records them
+run_state = check_run_folder(run_folder, params, resume)  # 'new', 'resume' or 'replace'; another run's folder is refused, untouched
 dev = pick_device(device)
 if num_threads: torch.set_num_threads(num_threads)
 if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
-params = {k: v for k, v in dict(globals()).items() if k in (
-    "dataset variant seed device data_dir run_name output_dir resume text_model text_max_length k tau self_loops dim n_blocks "
-    "n_heads dropout max_len n_graph_layers edge_dropout node_dropout node_dropout_mode output_embedding l2 ffn_mult activation "
-    "attn_out_dropout ffn_inner_dropout init scale_input text_dim epochs batch_size lr loss n_neg pool logq loss_norm bucket adam_beta2 lr_signal "
-    "pretrain_epochs patience lr_patience eval_every num_threads eval_batch_size sampled_seed model graph model_params").split()}
-rec = RunRecorder(run_name, folder=run_folder)
-rec.log_params(**params, resolved_device=str(dev), torch_threads=torch.get_num_threads())
-print(f"run folder: {run_folder}  device: {dev}")
+print(f"run folder: {rel_path(run_folder)} ({run_state})  device: {dev}")
 
 # %% [markdown]
 # ## Data and split
@@ -215,7 +222,6 @@ seed_everything(seed)
 model = build_model(model_name, ds.n_items, mcfg, graph, n_users=split.n_users, items=ds.items)
 mcfg = model.cfg  # the model's own config class, resolved
 n_params = sum(p.numel() for p in model.parameters())
-rec.log_params(model_config=mcfg, model_class=type(model).__name__, n_params=n_params)
 print(type(model).__name__, f"{n_params:,} parameters")
 
 # %% [markdown]
@@ -229,7 +235,8 @@ tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, betas=(0.9, adam
                    logq=logq, loss_norm=loss_norm, bucket=bucket, lr_signal=lr_signal, max_len=max_len, eval_every=eval_every,
                    patience=patience, lr_patience=lr_patience, seed=seed, device=str(dev), num_threads=num_threads,
                    eval_batch_size=eval_batch_size, progress=progress, pretrain_epochs=pretrain_epochs)
-rec.log_params(train_config=tcfg)
+rec = start_run(run_folder, run_state, params, resolved_device=str(dev), torch_threads=torch.get_num_threads(),  # params.json, once
+                model_config=mcfg, model_class=type(model).__name__, n_params=n_params, train_config=tcfg)
 def log_epoch(row, history):  # partial runs keep their curve in metrics.json (and in last.pt)
     rec.log_metrics(history=history, epochs_run=len(history))
     if not progress: print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
@@ -260,8 +267,7 @@ if "valid/ndcg@10" in hist:
     a2.axvline(result.best_epoch, ls="--", c="grey", label=f"best epoch {result.best_epoch}")
 a2.set_xlabel("epoch"); a2.legend(); a2.set_title("validation (full ranking, masked)")
 fig.suptitle(f"{dataset} / {variant} / seed {seed}"); fig.tight_layout()
-fig.savefig(run_folder / "learning_curve.png", dpi=120, bbox_inches="tight")
-save_fig(f"learning_curve_{run_name}", fig)
+fig.savefig(run_folder / "learning_curve.png", dpi=120, bbox_inches="tight")  # the run's curve stays in its folder
 
 # %% [markdown]
 # ## Test metrics of the best checkpoint

@@ -218,7 +218,7 @@ class SeqDataset:
     def __repr__(self):
         return f"SeqDataset({self.name!r}: {self.n_users:,} users, {self.n_items:,} items, {self.n_interactions:,} interactions, source={self.info.get('source')})"
 
-# %% ../nbs/01_data.ipynb #34fae150
+# %% ../nbs/01_data.ipynb #bc094ad5
 def _read_tsv(path: Path, cols: dict[str, str]) -> pd.DataFrame:
     "Read a prepared TSV (header line, tab separated) keeping `cols` ({name: 'int' | 'str'}); a bad row names its line."
     try:
@@ -239,13 +239,17 @@ def _read_tsv(path: Path, cols: dict[str, str]) -> pd.DataFrame:
 
 def _read_items_jsonl(path: Path) -> pd.DataFrame:
     "Read a prepared `items.jsonl.gz`: Amazon meta fields indexed by ASIN."
-    rows = {}
+    rows, first = {}, {}
     with reading(path) as lines:
         for n, line in lines:
             if not line.strip(): continue
-            try: d = json.loads(line); rows[str(d["item_id"])] = [d.get(k) for k in META_FIELDS]
+            try: d = json.loads(line); key, rec = str(d["item_id"]), [d.get(k) for k in META_FIELDS]
             except (ValueError, KeyError, TypeError) as e:
                 raise SageRecError(f"{path}, line {n}: malformed item record ({type(e).__name__}). Restore the file from the prepared copy.") from None
+            if key in rows and rows[key] != rec:  # which of two texts is the item's is unknown: never pick one silently
+                raise SageRecError(f"{path}, line {n}: a second, different record for item {key!r} (the first is on line {first[key]}). "
+                                   "Restore the file from the prepared copy, or keep only the right record.")
+            rows[key] = rec; first.setdefault(key, n)
     meta = pd.DataFrame.from_dict(rows, orient="index", columns=META_FIELDS, dtype=object)
     meta.index.name = "item_id"
     return meta
@@ -275,9 +279,10 @@ def read_raw_ml1m(ratings: Path) -> pd.DataFrame:
 
 ORDER = {"prepared": ["urank", "pos"], "raw": ["urank", "timestamp", "line"]}
 
-# %% ../nbs/01_data.ipynb #3a16dc56
+# %% ../nbs/01_data.ipynb #0b28f509
 def amazon_items(raw_ids: np.ndarray, meta: pd.DataFrame) -> pd.DataFrame:
     "Item table (indexed 1..N) for Amazon raw ids from meta fields indexed by ASIN."
+    _warn_no_record(raw_ids, meta.index, "product metadata")
     m = meta.reindex(raw_ids)
     rows = []
     for rid, rec in zip(raw_ids, m.to_dict("records")):
@@ -287,13 +292,23 @@ def amazon_items(raw_ids: np.ndarray, meta: pd.DataFrame) -> pd.DataFrame:
 
 def movie_items(raw_ids: np.ndarray, movies: pd.DataFrame) -> pd.DataFrame:
     "Item table (indexed 1..N) for MovieLens raw ids (as str) from `read_ml1m_movies` output."
-    m = movies.assign(movie_id=movies.movie_id.astype(str)).set_index("movie_id").reindex(raw_ids)
+    m = movies.assign(movie_id=movies.movie_id.astype(str)).set_index("movie_id")
+    _warn_no_record(raw_ids, m.index, "movies.dat")
+    m = m.reindex(raw_ids)
     rows = []
     for rid, title, genres in zip(raw_ids, m.title, m.genres):
         genres = genres if isinstance(genres, list) else []
         rows.append((str(rid), None if _missing(title) else movie_title(title), genres[0] if genres else None,
                      "" if _missing(title) else movie_prompt(title, genres)))
     return _item_frame(rows)
+
+def _warn_no_record(raw_ids, known, what: str) -> None:
+    "Warn, with the count and examples, about items of the log that have no record in the item file."
+    missing = [str(r) for r in raw_ids if r not in known]
+    if missing:
+        warnings.warn(f"{len(missing)} of {len(raw_ids)} items of the log have no record in the {what} (e.g. {', '.join(missing[:3])}): "
+                      "they are kept with an empty text (the dataset rule keeps every item of the filtered log), so they get a "
+                      "zero embedding and no semantic edges.", stacklevel=3)
 
 def _item_frame(rows) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["raw_id", "title", "category", "prompt"], dtype=object)

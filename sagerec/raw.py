@@ -116,7 +116,7 @@ def read_ml1m_movies(src: Path | str) -> pd.DataFrame:
             rows.append((int(parts[0]), parts[1], [g for g in parts[2].split("|") if g]))
     return pd.DataFrame(rows, columns=["movie_id", "title", "genres"])
 
-# %% ../nbs/01a_raw.ipynb #c31b6bc4
+# %% ../nbs/01a_raw.ipynb #e50009ce
 def read_amazon_reviews(path: Path | str) -> pd.DataFrame:
     "Read `reviews_<Category>_5.json.gz`: user_id, item_id, timestamp, rating, line (1-based), in file order."
     users, items, times, stars, lines_ = [], [], [], [], []
@@ -125,22 +125,25 @@ def read_amazon_reviews(path: Path | str) -> pd.DataFrame:
             if not line.strip(): continue
             try:
                 r = json.loads(line)
+                missing = [k for k in ("reviewerID", "asin", "unixReviewTime") if k not in r] if isinstance(r, dict) else ["a JSON object"]
+                if missing: raise KeyError(", ".join(missing))  # every missing field named, not only the first
                 u, i, t, s = r["reviewerID"], r["asin"], int(r["unixReviewTime"]), float(r.get("overall", "nan"))
             except (ValueError, KeyError, TypeError) as e:
-                raise SageRecError(f"{path}, line {n}: not a complete review record ({type(e).__name__}: {e}); expected JSON with "
+                what = f"missing {e.args[0]}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+                raise SageRecError(f"{path}, line {n}: not a complete review record ({what}); expected JSON with "
                                    "reviewerID, asin and unixReviewTime. Re-download the file.") from None
             users.append(u); items.append(i); times.append(t); stars.append(s); lines_.append(n)
     check(len(users) > 0, f"{path} holds no reviews.")
     return pd.DataFrame({"user_id": users, "item_id": items, "timestamp": np.array(times, np.int64),
                          "rating": np.array(stars, np.float64), "line": np.array(lines_, np.int64)})
 
-# %% ../nbs/01a_raw.ipynb #a6ba2718
+# %% ../nbs/01a_raw.ipynb #5b6df138
 _ASIN = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
 META_FIELDS = ["title", "description", "categories", "brand"]
 
 def read_amazon_meta(path: Path | str, asins: set[str] | None = None) -> pd.DataFrame:
     "Read `meta_<Category>.json.gz` (Python dict literals): title, description, categories, brand, indexed by ASIN."
-    rows = {}
+    rows, conflicts = {}, []
     with reading(path) as lines:
         for n, line in lines:
             if not line.strip(): continue
@@ -153,7 +156,12 @@ def read_amazon_meta(path: Path | str, asins: set[str] | None = None) -> pd.Data
                 raise SageRecError(f"{path}, line {n}: malformed or truncated product record ({type(e).__name__}). Re-download the file.") from None
             if not isinstance(d, dict) or "asin" not in d:
                 raise SageRecError(f"{path}, line {n}: not a product record with an 'asin'. Re-download the file.")
-            rows[d["asin"]] = [d.get(k) for k in META_FIELDS]
+            rec = [d.get(k) for k in META_FIELDS]
+            if d["asin"] in rows and rows[d["asin"]] != rec: conflicts.append(d["asin"])
+            rows[d["asin"]] = rec
+    if conflicts:  # the official files are what they are: say which record wins instead of choosing silently
+        warnings.warn(f"{path}: {len(conflicts)} product(s) have two different records (e.g. {', '.join(conflicts[:3])}); "
+                      "the last record of each is used.", stacklevel=2)
     meta = pd.DataFrame.from_dict(rows, orient="index", columns=META_FIELDS, dtype=object)
     meta.index.name = "item_id"
     return meta

@@ -4,7 +4,8 @@
 1. `nbdev-clean` leaves every notebook unchanged (notebooks are committed clean, `parameters` tags kept).
 2. `nbdev-export` leaves `sagerec/` unchanged (the package is exactly what the notebooks export).
 3. Every notebook papermill runs (experiment notebooks: no numeric prefix, not `index`; and any notebook that
-   mentions papermill) has exactly one cell tagged `parameters`; no notebook has more.
+   shows a papermill command for itself) has exactly one cell tagged `parameters`; no notebook has more; the next code cell calls
+   `sagerec.params.notebook_params(globals(), ...)` (all parameters checked before any work).
 4. The jupytext mirrors in `nbs_py/` equal their notebooks.
 5. README.md equals what `tools/readme.py` generates from `nbs/index.ipynb`.
 """
@@ -39,12 +40,18 @@ def parameter_cells() -> list[str]:
         nb = json.loads(p.read_text())
         cells = nb.get("cells", [])
         tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-        # Experiment notebooks (no numeric prefix, not the index) are run by papermill, and so is any notebook that
-        # mentions it (the index can re-render its result tables for another folder of runs).
+        # Experiment notebooks (no numeric prefix, not the index) are run by papermill, and so is any notebook whose
+        # text shows a papermill command for itself (the index can re-render its result tables for another folder of runs).
         src = "".join("".join(c.get("source", "")) for c in cells).lower()
-        papermill = (not p.name[0].isdigit() and p.name != "index.ipynb") or "papermill" in src
+        papermill = (not p.name[0].isdigit() and p.name != "index.ipynb") or f"papermill nbs/{p.name}" in src
         if (papermill and len(tagged) != 1) or len(tagged) > 1:
             bad.append(f"parameters: {p.relative_to(ROOT)} is run by papermill but has {len(tagged)} cells tagged 'parameters' (needs exactly 1)")
+        elif tagged:  # papermill injects its values after the parameters cell: the next code cell must check them all
+            code = [c for c in cells if c.get("cell_type") == "code"]
+            nxt = code[code.index(tagged[0]) + 1] if code.index(tagged[0]) + 1 < len(code) else {}
+            if "notebook_params(globals()" not in "".join(nxt.get("source", "")):
+                bad.append(f"parameters: in {p.relative_to(ROOT)} the cell after the parameters cell must call "
+                           "sagerec.params.notebook_params(globals(), ...) so every parameter is checked before any work")
     return bad
 
 

@@ -132,8 +132,17 @@ def nbdev_process(path: Path, log=print):
     except Exception as e:
         raise DocsError(f"nbdev could not prepare {path.name} for the docs: {type(e).__name__}: {e}") from e
     finally: os.environ.pop("IN_TEST", None)
-    for n in notes: log(f"  note: {path.name}: {n}")
+    for n in notes: _note(log, f"{path.name}: {n}")
     return nb
+
+
+SHOW_NOTES = os.environ.get("SAGEREC_DOCS_NOTES") == "1"  # notes for the notebooks' authors; `build --notes` shows them
+_hidden_notes: list[str] = []
+
+def _note(log, text: str):
+    "A developer note (e.g. a cell mixing imports with code): shown with --notes, else only counted."
+    if SHOW_NOTES: log(f"  note: {text}")
+    else: _hidden_notes.append(text)
 
 
 def _src(cell) -> str:
@@ -191,6 +200,17 @@ def collapse_cr(text: str) -> str:
     return "\n".join(l.rstrip("\r").rsplit("\r", 1)[-1] for l in text.split("\n"))
 
 
+def merge_streams(outs: list) -> list:
+    "Consecutive outputs of the same stream as one (a progress bar's updates can arrive split, and would show twice)."
+    merged = []
+    for o in outs:
+        if (o.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == o.get("name")):
+            merged[-1] = {**merged[-1], "text": _text(merged[-1].get("text", "")) + _text(o.get("text", ""))}
+        else: merged.append(o)
+    return merged
+
+
 def convert(nb, page: Page, notes: list | None = None):
     "A processed notebook -> a notebook MyST-NB renders like Quarto would (fills `page.title` and `page.anchors`)."
     import nbformat
@@ -226,7 +246,7 @@ def convert(nb, page: Page, notes: list | None = None):
         if dirs.get("output") == "false": tags.append("remove-output")
         if "code-fold" in dirs: tags.append("exported-source")
         new_outs = []
-        for o in outs:
+        for o in merge_streams(outs):
             o = copy.deepcopy(o)
             if o.get("output_type") == "stream":
                 o["text"] = collapse_cr(_text(o.get("text", "")))
@@ -374,7 +394,7 @@ def stage_sources(pages: list[Page], src: Path, log=print) -> None:
                               for m in [re.search(r"^\s*#\|\s*default_exp\s+(\S+)", _src(c), re.M)] if m), None)
             notes = []
             pg.nb = convert(nbdev_process(pg.src, log=log), pg, notes)
-            for n in notes: log(f"  note: {n}")
+            for n in notes: _note(log, n)
             log(f"  processed {pg.src.name:<24} -> {pg.name}.html  ({time.time()-t:.1f}s)")
         links = Links(pages)
         api = api_reference(pages, links)
@@ -470,6 +490,7 @@ def build(out: Path = SITE, nbs: Path = NBS, jobs: int = 1, log=print) -> dict:
                    "sphinx": round(t2 - t1, 1), "total": round(time.time() - t0, 1)})
     (out / STAMP).write_text(json.dumps(summary, indent=1))
     (out / "_pages.json").write_text((src / "_pages.json").read_text())
+    if _hidden_notes: log(f"docs: {len(_hidden_notes)} notes for notebook authors not shown (python tools/docs.py build --notes)")
     log(f"docs: {summary['n_pages']} pages, {summary['n_links']} local links, {summary['n_images']} images checked; "
         f"built in {summary['seconds']['total']}s (notebooks {summary['seconds']['process']}s, "
         f"sphinx {summary['seconds']['sphinx']}s) -> {out/'index.html'}")
@@ -559,6 +580,7 @@ def main(argv=None) -> int:
     b.add_argument("--out", type=Path, default=SITE)
     b.add_argument("--nbs", type=Path, default=NBS)
     b.add_argument("-j", "--jobs", default="1", help="Sphinx parallel jobs (a number or 'auto')")
+    b.add_argument("--notes", action="store_true", help="show the notes for notebook authors (lint of import cells, stored errors)")
     c = sub.add_parser("check", help="check an existing site")
     c.add_argument("--out", type=Path, default=SITE)
     s = sub.add_parser("serve", help="serve the site on 127.0.0.1")
@@ -566,7 +588,10 @@ def main(argv=None) -> int:
     s.add_argument("--port", type=int, default=8000)
     a = ap.parse_args(argv)
     try:
-        if a.cmd == "build": build(a.out.resolve(), a.nbs.resolve(), jobs=a.jobs)
+        if a.cmd == "build":
+            global SHOW_NOTES
+            SHOW_NOTES = SHOW_NOTES or a.notes
+            build(a.out.resolve(), a.nbs.resolve(), jobs=a.jobs)
         elif a.cmd == "check": print(json.dumps({k: v for k, v in check_site(a.out).items() if k != "pages"}))
         else: serve(a.out, a.port)
     except DocsError as e:

@@ -9,6 +9,7 @@ The `.ipynb` files in `nbs/` are the source of the package. Their text mirrors i
     python tools/nb.py build 03_graph --no-exec    # convert only (outputs of unchanged cells are kept)
     python tools/nb.py mirror [NAME...]           # rewrite mirrors from the notebooks (after editing an .ipynb directly)
     python tools/nb.py check                      # fail if any mirror differs from its notebook
+    python tools/nb.py scrub [NAME...]            # drop absolute paths from stored outputs (build does it after executing)
 """
 from __future__ import annotations
 import argparse, os, re, subprocess, sys, time
@@ -49,6 +50,62 @@ def check(names) -> int:
     return 1 if bad or orphans else 0
 
 
+_SCRUB = [  # stored outputs are published (docs site): no developer's folders in them
+    (re.compile(r"(?:/[^\s'\"<>:]+)*/site-packages/"), "site-packages/"),
+    (re.compile(r"/tmp/ipykernel_\d+/\d+\.py"), "<cell>"),
+    (re.compile(r"(?:/[^\s'\"<>:/]+)+?/(?=(?:runs|figures|results|nbs|sagerec|tests)/)"), ""),
+    (re.compile(r"/tmp/tmp[\w-]{6,}"), "<tmp>"),
+]
+
+
+def scrub_text(text: str) -> str:
+    "`text` with absolute paths replaced: the project root dropped, site-packages and temporary folders shortened."
+    text = text.replace(str(ROOT) + "/", "").replace(str(ROOT), ".")
+    for pat, rep in _SCRUB: text = pat.sub(rep, text)
+    return text
+
+
+def _merge_bars(outputs: list) -> list:
+    "Consecutive outputs of one stream as one, carriage returns resolved: a progress bar is stored (and shown) once."
+    merged = []
+    for o in outputs:
+        if o.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" and merged[-1].get("name") == o.get("name"):
+            merged[-1]["text"] = "".join(merged[-1]["text"]) + "".join(o["text"])
+        else: merged.append(o)
+    for o in merged:
+        if o.get("output_type") == "stream" and "\r" in "".join(o["text"]):
+            o["text"] = "\n".join(l.rstrip("\r").rsplit("\r", 1)[-1] for l in "".join(o["text"]).split("\n"))
+    return merged
+
+
+def scrub(nb) -> int:
+    "Scrub every stored output of notebook `nb` in place (paths, split progress bars); return how many outputs changed."
+    n = 0
+    for c in nb.cells:
+        if c.get("outputs"):
+            merged = _merge_bars(c.outputs)
+            n += len(merged) != len(c.outputs); c.outputs = merged
+    def fix(v):
+        if isinstance(v, str): return scrub_text(v)
+        if isinstance(v, list) and all(isinstance(x, str) for x in v): return [scrub_text(x) for x in v]
+        return v
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            before = repr(o)
+            for k in ("text", "evalue", "traceback"):
+                if k in o: o[k] = fix(o[k])
+            for mime in [m for m in o.get("data", {}) if m.startswith("text/")]: o["data"][mime] = fix(o["data"][mime])
+            n += repr(o) != before
+    return n
+
+
+def scrub_files(names):
+    for n in _names(names):
+        p = NBS / f"{n}.ipynb"
+        nb = nbformat.read(p, as_version=4)
+        if scrub(nb): nbformat.write(nb, p); print(f"scrubbed paths in {p.name}")
+
+
 def execute(nb_path: Path, skip_slow: bool, timeout: int):
     from nbclient import NotebookClient
     nb = nbformat.read(nb_path, as_version=4)
@@ -64,6 +121,7 @@ def execute(nb_path: Path, skip_slow: bool, timeout: int):
     client.execute()
     for i, (src, outs) in stash.items():
         nb.cells[i].source, nb.cells[i].outputs = src, outs
+    scrub(nb)
     nbformat.write(nb, nb_path)
     print(f"executed {nb_path.name} in {time.time() - t:.1f}s" + (f" ({len(stash)} slow cells kept)" if stash else ""))
 
@@ -91,7 +149,7 @@ def build(name: str, no_exec: bool, skip_slow: bool, timeout: int):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["build", "mirror", "check"])
+    ap.add_argument("cmd", choices=["build", "mirror", "check", "scrub"])
     ap.add_argument("names", nargs="*")
     ap.add_argument("--no-exec", action="store_true")
     ap.add_argument("--skip-slow", action="store_true")
@@ -100,4 +158,5 @@ if __name__ == "__main__":
     if a.cmd == "build":
         for n in a.names: build(n, a.no_exec, a.skip_slow, a.timeout)
     elif a.cmd == "mirror": mirror(a.names)
+    elif a.cmd == "scrub": scrub_files(a.names)
     else: sys.exit(check(a.names))
