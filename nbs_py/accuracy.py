@@ -116,3 +116,58 @@ def popularity_rows(t: pd.DataFrame) -> pd.DataFrame:
 pop = popularity_rows(runs)
 (pop.pivot_table(index=["change", "variant"], columns="group", values="ndcg@10", aggfunc="mean")[["head", "torso", "tail"]].round(4)
  if len(pop) else "no run recorded the popularity split yet")
+
+# %% [markdown]
+# ## What each objective costs
+#
+# Training steps on real Beauty batches (the trainer's own batching and negatives), one thread, the no-graph
+# variant and SAGERec, each objective: median wall and CPU milliseconds of a step (loss, backward, Adam) over 30
+# steps, and the epoch they imply (175 steps of 128 users). Other work on the shared CPU inflates wall time;
+# CPU time is the steadier number.
+
+# %%
+#| slow
+import time
+
+import numpy as np
+import torch
+
+from sagerec.core import seed_everything
+from sagerec.data import load_dataset
+from sagerec.embed import item_embeddings
+from sagerec.graph import build_graph
+from sagerec.model import ModelConfig, TrainBatch, build_model
+from sagerec.training import TrainingData
+
+# %%
+#| slow
+torch.set_num_threads(1)
+beauty = load_dataset("beauty"); bsplit = beauty.split()
+bgraph = build_graph(item_embeddings(beauty, progress=False), k=3)
+tdata = TrainingData(bsplit.train, bsplit.n_items, 50)
+OBJECTIVES = {"bce, 1 negative": dict(loss="bce", n_neg=1), "bce, 100 negatives": dict(loss="bce", n_neg=100),
+              "sampled softmax, 1,024": dict(loss="sampled_softmax", n_neg=1024), "full cross-entropy": dict(loss="ce", n_neg=1)}
+rng = np.random.default_rng(0)
+order = tdata.batch_order(128, rng)
+cost = []
+for name in ("sasrec", "sagerec"):
+    seed_everything(0)
+    m = build_model(name, bsplit.n_items, ModelConfig(), bgraph).train()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    for label, o in OBJECTIVES.items():
+        wall, cpu = [], []
+        for i, idx in enumerate(order[:33]):
+            b = tdata.make_batch(idx, o["n_neg"], rng, o["loss"])
+            tb = TrainBatch(*(torch.from_numpy(a) if a is not None else None for a in (b.users, b.seqs, b.pos, b.neg)), kind=o["loss"])
+            t, c = time.perf_counter(), time.process_time()
+            opt.zero_grad(); m.training_loss(tb).backward(); opt.step()
+            if i >= 3: wall.append(time.perf_counter() - t); cpu.append(time.process_time() - c)
+        cost.append({"model": name, "objective": label, "wall ms/step": 1000 * np.median(wall), "CPU ms/step": 1000 * np.median(cpu),
+                     "CPU s/epoch (175 steps)": 175 * np.median(cpu)})
+cost = pd.DataFrame(cost).set_index(["model", "objective"]).round(1)
+cost
+
+# %%
+#| slow
+c = cost["CPU ms/step"]
+assert c[("sasrec", "full cross-entropy")] > c[("sasrec", "sampled softmax, 1,024")] > 0  # the pool is cheaper than the catalogue
