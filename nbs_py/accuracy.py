@@ -19,6 +19,7 @@
 # %% tags=["parameters"]
 results_folder: str = "../results"  # a folder of run folders (results/, or runs/ for your own)
 dataset: str = "beauty"             # which dataset's runs to tabulate
+runs_folder: str = "../runs"        # where the runs' checkpoints are (results/ keeps no weights): read for the learned gates
 
 # %%
 from sagerec.params import notebook_params  # every parameter checked (names, types, ranges) before any work
@@ -97,6 +98,22 @@ by_variant.swaplevel().sort_index()[["seeds", "recall@10", "ndcg@10", "recall@20
 graph_table = graph_tests(runs)
 graph_table.round(4) if len(graph_table) else "no variant has two seeds in common with its no-graph counterpart yet"
 
+
+# %% [markdown]
+# ### What the gate learns
+#
+# The gated variants start at $a = 0$ (no propagation) and may take in as much of the propagated term as helps.
+# The learned $a$ of each gated run's best checkpoint (read from `runs_folder`; results/ keeps no weights):
+
+# %%
+#| slow
+import torch
+
+gates = {}
+for r in runs[runs["variant"].isin(["gated", "text_gated"])]["run"]:
+    ck = Path(runs_folder) / r / "best.pt"
+    if ck.exists(): gates[r] = float(torch.load(ck, map_location="cpu", weights_only=False)["model"]["gate"])
+gates or f"no checkpoint of a gated run under {runs_folder}"
 
 # %% [markdown]
 # ### By target popularity
