@@ -98,7 +98,6 @@ by_variant.swaplevel().sort_index()[["seeds", "recall@10", "ndcg@10", "recall@20
 graph_table = graph_tests(runs)
 graph_table.round(4) if len(graph_table) else "no variant has two seeds in common with its no-graph counterpart yet"
 
-
 # %% [markdown]
 # ### What the gate learns
 #
@@ -114,6 +113,7 @@ for r in runs[runs["variant"].isin(["gated", "text_gated"])]["run"]:
     ck = Path(runs_folder) / r / "best.pt"
     if ck.exists(): gates[r] = float(torch.load(ck, map_location="cpu", weights_only=False)["model"]["gate"])
 gates or f"no checkpoint of a gated run under {runs_folder}"
+
 
 # %% [markdown]
 # ### By target popularity
