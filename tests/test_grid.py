@@ -26,7 +26,20 @@ def test_expand_orders_by_seed_and_names_runs(tmp_path):
     assert first == {"num_threads": 1, "progress": False, "epochs": 1, "lr": 0.01, "seed": 0}
 
 
+def test_run_config_files_and_labels(tmp_path):
+    g = write(tmp_path, "config: configs/beauty.yaml\nruns:\n  - {name: a, label: GRU4Rec, config: configs/models/gru4rec.yaml}\n  - {name: b}\n")
+    lines = grid("list", g).stdout.splitlines()
+    assert lines[0].endswith("-f configs/models/gru4rec.yaml") and "-f" not in lines[1]
+    sys.path.insert(0, str(ROOT / "tools"))
+    import grid as G
+    job = G.expand(G.load_grid(g))[0]
+    cmd = G.papermill_cmd(job["grid"], job)
+    fs = [cmd[i + 1] for i, c in enumerate(cmd) if c == "-f"]
+    assert [Path(f).relative_to(ROOT).as_posix() for f in fs] == ["configs/beauty.yaml", "configs/models/gru4rec.yaml"]  # dataset first, the model's values override
+
+
 @pytest.mark.parametrize("text, msg", [
+    ("runs: [{name: a, config: configs/nope.yaml}]\n", "does not exist"),
     ("runs: []\n", "lists no runs"),
     ("runz: [{name: a}]\n", "unknown keys ['runz']"),
     ("runs: [{params: {}}]\n", "every run needs a name"),

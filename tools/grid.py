@@ -18,6 +18,8 @@ A grid file:
     runs:
       - name: beauty-sasrec-base       # run folder '<name>-s<seed>', or a template holding '{seed}'
         params: {variant: sasrec}
+        config: configs/models/x.yaml  # optional: more `-f` files for this run (a path or a list), after the grid's
+        label: SASRec                  # optional: the row this run makes in a report (sagerec.paper.grid_runs); ignored here
 
 Running a run twice is harmless: a published run (results/<name>/metrics.json with test metrics) is skipped, a
 run whose folder has test metrics is published and skipped, and any other run is (re)started and resumes from
@@ -52,8 +54,12 @@ def load_grid(path: Path) -> dict:
     if g.get("order", "seed") not in ("seed", "run"): fail(f"{path}: order must be 'seed' or 'run'")
     for r in g["runs"]:
         if not isinstance(r, dict) or "name" not in r: fail(f"{path}: every run needs a name, got {r!r}")
-        extra = set(r) - {"name", "params", "seeds"}
-        if extra: fail(f"{path}: run {r['name']!r} has unknown keys {sorted(extra)} (allowed: name, params, seeds)")
+        extra = set(r) - {"name", "params", "seeds", "config", "label"}
+        if extra: fail(f"{path}: run {r['name']!r} has unknown keys {sorted(extra)} (allowed: name, params, seeds, config, label)")
+    for r in g["runs"]:
+        cs = r.get("config") or []
+        for c in ([g["config"]] if g.get("config") else []) + ([cs] if isinstance(cs, str) else list(cs)):
+            if not (ROOT / c).exists(): fail(f"{path}: run {r['name']!r} names the config file {c!r}, which does not exist (paths are from the project root)")
     return g
 
 
@@ -65,7 +71,8 @@ def expand(g: dict) -> list[dict]:
         for s in r.get("seeds", seeds):
             name = r["name"].format(seed=s) if "{seed}" in r["name"] else f"{r['name']}-s{s}"
             params = {"num_threads": 1, "progress": False, **(g.get("common") or {}), **(r.get("params") or {}), "seed": s, "run_name": name}
-            jobs.append(dict(name=name, seed=s, params=params, grid=g))
+            configs = r.get("config") or []
+            jobs.append(dict(name=name, seed=s, params=params, grid=g, configs=[configs] if isinstance(configs, str) else list(configs)))
     if g.get("order", "seed") == "seed":
         seed_pos = {s: i for i, s in enumerate(dict.fromkeys(j["seed"] for j in jobs))}
         jobs.sort(key=lambda j: seed_pos[j["seed"]])  # stable: runs keep their order within a seed
@@ -130,7 +137,7 @@ def papermill_cmd(g: dict, job: dict) -> list[str]:
     nb = ROOT / g.get("notebook", "nbs/train.ipynb")
     out = runs_root() / "_grid" / f"{job['name']}.ipynb"
     cmd = [str(Path(sys.executable).parent / "papermill"), str(nb), str(out), "--cwd", str(ROOT / "nbs")]
-    if g.get("config"): cmd += ["-f", str(ROOT / g["config"])]
+    for c in ([g["config"]] if g.get("config") else []) + job.get("configs", []): cmd += ["-f", str(ROOT / c)]
     for k, v in job["params"].items(): cmd += ["-y", f"{k}: {json.dumps(v)}"]
     return cmd
 
@@ -215,7 +222,8 @@ def cmd_status(args) -> None:
 
 
 def cmd_list(args) -> None:
-    for j in expand_all(args.grid): print(j["name"], json.dumps({k: v for k, v in j["params"].items() if k not in ("run_name",)}))
+    for j in expand_all(args.grid):
+        print(j["name"], json.dumps({k: v for k, v in j["params"].items() if k not in ("run_name",)}), *(f"-f {c}" for c in j["configs"]))
 
 
 def main(argv=None) -> None:
