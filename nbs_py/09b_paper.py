@@ -420,9 +420,10 @@ def text_rows(model,                  # a trained SeqRecModel (its `item_emb` is
           "text_rows needs a model whose item table is `item_emb` (not a text-input variant).")
     items = np.asarray(items, dtype=np.int64)
     E = torch.as_tensor(np.asarray(emb), dtype=torch.float32)
-    check(E.shape[0] == model.item_emb.weight.shape[0], f"emb has {E.shape[0]} rows; the model's table has {model.item_emb.weight.shape[0]}.")
+    check(E.shape[0] <= model.item_emb.weight.shape[0], f"emb has {E.shape[0]} rows, more than the model's table ({model.item_emb.weight.shape[0]}).")
+    E = torch.cat([E, E.new_zeros(model.item_emb.weight.shape[0] - E.shape[0], E.shape[1])])  # extra rows (a mask token) are never neighbours
     sims = E[torch.as_tensor(items)] @ E.T  # (n, N+1)
-    sims[:, 0] = -np.inf; sims[:, torch.as_tensor(items)] = -np.inf  # neither padding nor another new item
+    sims[:, 0] = -np.inf; sims[:, torch.as_tensor(items)] = -np.inf; sims[:, len(emb):] = -np.inf  # no padding, new item or extra row
     w, nb = sims.topk(k, dim=1)  # (n, k)
     wts = w.clamp_min(0) + 1e-8
     W = model.item_emb.weight
