@@ -89,6 +89,13 @@
 # `-p lr_patience 0` replaces the paper's LR schedule by a constant LR (see the results below); `-p device cuda`
 # forces the GPU. Each run writes `runs/<dataset>-<variant>-s<seed>/` (or `-p run_name ...`); the same command
 # again resumes an interrupted run. `sagerec.report.publish_run` copies a finished run's JSON into `results/`.
+#
+# **Paper experiments.** Tables 2–6, Figure 2, the cold-start study (§5.8) and the case studies are grid files
+# `configs/grids/paper_*.yaml` for the resumable queue (`python tools/grid.py run configs/grids/paper_main_beauty.yaml
+# --jobs 2`, then the ablation, plug-in and cold-start grids, then Toys and ML-1M), and
+# [`nbs/paper.ipynb`](paper.ipynb) rebuilds every table and figure from `results/`, naming the rows still missing,
+# the grid that makes them and their measured cost (`papermill nbs/paper.ipynb out.ipynb`). The cold split is
+# `-p cold_items 100` of the train notebook (`sagerec.paper.cold_split`).
 
 # %% [markdown]
 # ## Results so far
