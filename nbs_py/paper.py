@@ -6,7 +6,7 @@
 # **How the numbers get here.** Every experiment is a grid file `configs/grids/paper_*.yaml`, worked through by the
 # resumable queue `python tools/grid.py run <grid> --jobs 2`, which publishes each finished run's `params.json` and
 # `metrics.json` into `results/<run>/`. This notebook reads only those files (and, for the case studies, the
-# checkpoints in `runs_folder`), lays them out as the paper does (`sagerec.paper`, notebook `09b_paper`), and says in
+# checkpoints in `runs_folder`), lays them out as the paper does (`sagerec.paper`, notebook `09b_paper_tables`), and says in
 # its output which rows are still missing and what they cost. Nothing here is typed in by hand.
 #
 # **Protocol** (every table unless it says otherwise): leave-one-out (last item = test, second-to-last = validation),
