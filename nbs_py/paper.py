@@ -21,6 +21,10 @@ runs_folder: str = ""                # run folders with checkpoints (best.pt) fo
 dataset: str = "beauty"              # the dataset of Figure 2, Table 6, the cold start and the case studies
 
 # %%
+from sagerec.params import notebook_params  # every parameter checked (names, types, ranges) before any work
+globals().update(notebook_params(globals()))
+
+# %%
 import os
 import warnings
 from pathlib import Path
