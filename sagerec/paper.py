@@ -260,11 +260,13 @@ def cold_metrics(model, split, items, ks=(10, 20), **kw) -> dict:
     mask = cold_users(split, items)
     return {**metrics_from_ranks(ranks[mask], ks), "n_users": int(mask.sum())}
 
-# %% ../nbs/09b_paper_tables.ipynb #650dcc16
+# %% ../nbs/09b_paper_tables.ipynb #61d8d809
 def checkpoint_table(path: Path | str, key: str = "item_emb.weight") -> torch.Tensor:
     "The item table (N+1, d) stored in a training checkpoint (best.pt / last.pt)."
-    from sagerec.training import load_checkpoint
-    state = load_checkpoint(path)["model"]
+    check(Path(path).exists(), f"No checkpoint at {str(path)!r}: point at a run folder's best.pt.")
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file (holds RNG states)
+    check(isinstance(state, dict) and "model" in state, f"{path} is not a checkpoint written by sagerec.training.train.")
+    state = state["model"]
     check(key in state, f"{path} has no {key!r}; its tables: {[k for k in state if k.endswith('weight')][:8]}.")
     return state[key].float()
 
