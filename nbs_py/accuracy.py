@@ -135,6 +135,28 @@ pop = popularity_rows(runs)
  if len(pop) else "no run recorded the popularity split yet")
 
 # %% [markdown]
+# Is a group's difference real? Per popularity group, each variant against the no-graph runs of the same recipe,
+# paired by seed (`scipy.stats.ttest_rel`, two-sided), where at least two seeds are common:
+
+# %%
+from scipy.stats import ttest_rel
+
+def group_tests(pop: pd.DataFrame, baseline: str = "sasrec") -> pd.DataFrame:
+    rows = []
+    for (change, grp), g in pop.groupby(["change", "group"]):
+        base = g[g["variant"] == baseline].set_index("seed")["ndcg@10"]
+        for v, gv in g[g["variant"] != baseline].groupby("variant"):
+            x = gv.set_index("seed")["ndcg@10"]; seeds = sorted(set(x.index) & set(base.index))
+            if len(seeds) < 2: continue
+            r = ttest_rel(x[seeds], base[seeds])
+            rows.append({"change": change, "variant": v, "group": grp, "variant NDCG@10": x[seeds].mean(), "no-graph NDCG@10": base[seeds].mean(),
+                         "gain": x[seeds].mean() / base[seeds].mean() - 1, "p": float(r.pvalue), "seeds": len(seeds)})
+    return pd.DataFrame(rows).set_index(["change", "variant", "group"]) if rows else pd.DataFrame()
+
+gtests = group_tests(pop) if len(pop) else pd.DataFrame()
+gtests.round(4) if len(gtests) else "no variant has two seeds in common with its no-graph counterpart yet"
+
+# %% [markdown]
 # ## What each objective costs
 #
 # Training steps on real Beauty batches (the trainer's own batching and negatives), one thread, the no-graph
