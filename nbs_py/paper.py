@@ -67,7 +67,7 @@ coverage = pd.DataFrame([{"grid": n, "published": len(d), "missing": len(m)} for
 coverage
 
 # %%
-assert len(paper_grids) >= 8 and coverage["published"].sum() + coverage["missing"].sum() > 0
+assert len(paper_grids) >= 7 and coverage["published"].sum() + coverage["missing"].sum() > 0
 
 # %% [markdown]
 # ## Table 2: dataset statistics
@@ -177,7 +177,7 @@ else: print("no published run yet")
 # graph): the paper's new-item case, without retraining.
 
 # %%
-done, missing = tables["paper_cold_beauty.yaml"]
+done, missing = tables.get("paper_cold_beauty.yaml", (pd.DataFrame(columns=["metrics", "label", "seed"]), None))
 rows = []
 for r in done.itertuples():
     for kind, m in (r.metrics.get("test_cold") or {}).items():
@@ -186,7 +186,8 @@ if rows:
     cold = pd.DataFrame(rows).groupby(["label", "cold scoring"], sort=False)
     show(cold[["ndcg@10", "recall@10"]].agg(["mean", "std"]).round(4).join(cold["seed"].apply(lambda s: ",".join(map(str, sorted(s)))).rename("seeds")))
 else: print("no published cold-start run yet")
-missing_note(missing, "paper_cold_beauty.yaml")
+if missing is None: print("the cold-start grid (configs/grids/pending/paper_cold_beauty.yaml) waits for the train notebook's cold_items hook")
+else: missing_note(missing, "paper_cold_beauty.yaml")
 
 # %% [markdown]
 # ## The compute plan

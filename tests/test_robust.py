@@ -169,7 +169,8 @@ def test_every_grid_run_passes_the_check(sandbox):
         g = grid.load_grid(path) if hasattr(grid, "load_grid") else yaml.safe_load(path.read_text())
         base = yaml.safe_load((ROOT / g["config"]).read_text()) if g.get("config") else {}
         for job in grid.expand(g):
-            dry_run({**base, **job["params"]})
+            own = {k: v for c in job.get("configs", []) for k, v in (yaml.safe_load((ROOT / c).read_text()) or {}).items()}
+            dry_run({**base, **own, **job["params"]})  # the queue's order: grid config, the run's own configs, its params
 
 
 # ------------------------------------------------------------------------------------------ real papermill runs
