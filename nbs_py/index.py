@@ -218,7 +218,8 @@ test_markdown("sampled100")
 #   are queued in `configs/grids/recipe.yaml` and not yet run, so the gap to 0.0318 is **not closed**.
 # - *The objective matters far more than any of those.* Sampled softmax over 1,024 negatives shared by a step
 #   (`-p loss sampled_softmax -p n_neg 1024`, with a popularity-drawn pool and the logQ correction) lifts the same
-#   model to NDCG@10 ≈ 0.048 (+85–90%) at about 1.25× the CPU time of BCE per step (full cross-entropy costs 4.4×);
+#   model to NDCG@10 ≈ 0.048 (+85–90%) at about 1.5× the CPU time of BCE per step (full cross-entropy about 7×;
+#   `nbs/accuracy.ipynb`, "What each objective costs");
 #   the published cross-entropy SASRec is ≈ 0.053, so part of the gap to the best published numbers remains.
 # - *Does the graph help?* Under the paper's BCE recipe, no (five seeds, p > 0.5, the `reference` rows). Under
 #   sampled softmax the paper's layer is ahead of its no-graph counterpart over five seeds, by 3–5% on each metric
