@@ -437,7 +437,7 @@ def text_rows(model,                  # a trained SeqRecModel (its `item_emb` is
 # history masked) as trained (the cold rows only ever saw gradients as sampled negatives and through propagation) and
 # after `text_rows`. A fixture of 148 cold users, where one hit moves Recall@10 by 0.007: the numbers show that the
 # path works end to end, not how well it works at scale (see
-# `configs/grids/pending/paper_cold_beauty.yaml` and `nbs/paper.ipynb` for Beauty).
+# `configs/grids/paper_cold_beauty.yaml` and `nbs/paper.ipynb` for Beauty).
 
 # %%
 #| export

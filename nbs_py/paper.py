@@ -186,8 +186,7 @@ if rows:
     cold = pd.DataFrame(rows).groupby(["label", "cold scoring"], sort=False)
     show(cold[["ndcg@10", "recall@10"]].agg(["mean", "std"]).round(4).join(cold["seed"].apply(lambda s: ",".join(map(str, sorted(s)))).rename("seeds")))
 else: print("no published cold-start run yet")
-if missing is None: print("the cold-start grid (configs/grids/pending/paper_cold_beauty.yaml) waits for the train notebook's cold_items hook")
-else: missing_note(missing, "paper_cold_beauty.yaml")
+if missing is not None: missing_note(missing, "paper_cold_beauty.yaml")
 
 # %% [markdown]
 # ## The compute plan

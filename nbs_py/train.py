@@ -101,6 +101,9 @@ num_threads: Optional[int] = None   # torch CPU threads; None -> torch's default
 eval_batch_size: int = 1024         # users per forward pass when evaluating
 sampled_seed: int = 0               # seed of the sampled-100 candidates
 progress: bool = True               # tqdm progress bars
+# --- cold start (paper §5.8; sagerec.paper.cold_split)
+cold_items: int = 0                 # >0: this many test-target items lose every training interaction (the cold-start study); 0: the standard split
+cold_seed: int = 0                  # seed of the cold-item draw
 
 # %%
 # --- parameter check (sagerec.params): every parameter above, and any unknown one given with -p / -f, checked together
@@ -171,7 +174,7 @@ root = project_root() or Path.cwd()
 def from_root(p):
     p = Path(p).expanduser()
     return p if p.is_absolute() or p.exists() else root / p
-run_name = run_name or f"{dataset}-{variant}-s{seed}"
+run_name = run_name or f"{dataset}-{variant}-s{seed}" + (f"-cold{cold_items}" if cold_items else "")
 run_folder = (from_root(output_dir) if output_dir else runs_dir()) / run_name
 params = {k: globals()[k] for k in __annotations__}  # the checked parameters, as params.json records them
 run_state = check_run_folder(run_folder, params, resume)  # 'new', 'resume' or 'replace'; another run's folder is refused, untouched
@@ -187,6 +190,13 @@ print(f"run folder: {rel_path(run_folder)} ({run_state})  device: {dev}")
 t_start = time.perf_counter()
 ds = load_dataset(dataset, data_dir=resolve_data_dir(from_root(data_dir)) if data_dir else None)
 split = ds.split()
+# cold start (paper §5.8): the chosen items leave every model input; they stay test targets and keep their text and graph edges
+cold, cold_info = None, {}
+if cold_items:
+    from sagerec.paper import COLD_RULE, cold_split, pick_cold_items
+    cold = pick_cold_items(split, cold_items, seed=cold_seed)
+    split = cold_split(split, cold)
+    cold_info = {"cold": {"items": cold.tolist(), "rule": COLD_RULE, "seed": cold_seed}}
 ds, split
 
 # %% [markdown]
@@ -236,7 +246,7 @@ tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, betas=(0.9, adam
                    patience=patience, lr_patience=lr_patience, seed=seed, device=str(dev), num_threads=num_threads,
                    eval_batch_size=eval_batch_size, progress=progress, pretrain_epochs=pretrain_epochs)
 rec = start_run(run_folder, run_state, params, resolved_device=str(dev), torch_threads=torch.get_num_threads(),  # params.json, once
-                model_config=mcfg, model_class=type(model).__name__, n_params=n_params, train_config=tcfg)
+                model_config=mcfg, model_class=type(model).__name__, n_params=n_params, train_config=tcfg, **cold_info)
 def log_epoch(row, history):  # partial runs keep their curve in metrics.json (and in last.pt)
     rec.log_metrics(history=history, epochs_run=len(history))
     if not progress: print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
@@ -292,6 +302,20 @@ ranks = evaluate(model, split, "test", max_len=max_len, batch_size=eval_batch_si
 groups, group_rule = popularity_groups(split.train, split.test_target, split.n_items)
 by_popularity = {"rule": group_rule, **metrics_by_group(ranks, groups)}
 np.savez_compressed(run_folder / "test_ranks.npz", full_masked=ranks.astype(np.int32))
+# cold start: the users whose test target is cold, as trained, and with the cold rows rebuilt from their text neighbours
+# after training (the "new item enters after training" path: no retraining; models whose table is `item_emb` only)
+test_cold = {}
+if cold is not None:
+    from sagerec.evaluate import metrics_from_ranks
+    from sagerec.paper import cold_metrics, cold_users, text_rows
+    cold_mask = cold_users(split, cold)
+    test_cold = {"as_trained": {**metrics_from_ranks(ranks[cold_mask]), "n_users": int(cold_mask.sum())}}
+    if hasattr(model, "item_emb") and getattr(model, "text_proj", None) is None:
+        from sagerec.embed import item_embeddings
+        text_rows(model, cold, item_embeddings(ds, model=text_model, max_length=text_max_length, progress=False), k=k)
+        test_cold["text_rows"] = cold_metrics(model, split, cold, max_len=max_len, batch_size=eval_batch_size)
+        load_checkpoint(run_folder / "best.pt", model, map_location=dev)  # the trained weights again
+    test_cold = {"test_cold": test_cold}
 table = pd.DataFrame(test).T[["recall@10", "recall@20", "ndcg@10", "ndcg@20", "n_users"]]
 table
 
@@ -309,7 +333,7 @@ assert test["sampled100"]["recall@10"] >= test["full-masked"]["recall@10"]
 # %%
 peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 if dev.type == "cuda": peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-rec.log_metrics(test=test, test_by_popularity=by_popularity, eval_seconds=eval_seconds, valid_at_best=valid_best, graph=graph_info, n_params=n_params,
+rec.log_metrics(test=test, test_by_popularity=by_popularity, eval_seconds=eval_seconds, valid_at_best=valid_best, graph=graph_info, n_params=n_params, **test_cold,
                 total_seconds=time.perf_counter() - t_start, **peak, device=str(dev),
                 device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                 torch_threads=torch.get_num_threads())
