@@ -136,6 +136,7 @@ import pandas as pd
 from IPython.display import Markdown
 from sagerec.core import project_root
 from sagerec.report import ablation_table, graph_tests, recipe_summary, reference_recipe, results_dir
+SAGEREC_VARIANTS = ("sagerec", "sasrec", "fixed_edges", "random_graph", "no_position", "gated", "text", "text_graph", "text_gated")
 
 
 # %%
@@ -145,7 +146,8 @@ def results(protocol: str) -> pd.DataFrame:
     folder = (project_root() or Path.cwd()) / results_folder if results_folder else results_dir()
     datasets = sorted({json.loads((p / "params.json").read_text())["dataset"] for p in folder.iterdir() if (p / "params.json").exists()})
     parts = [t[t["dataset"] == d] for d in datasets for t in [ablation_table([folder], reference_recipe(d), protocol, extra=("variant",))]]
-    return pd.concat(parts, ignore_index=True)
+    t = pd.concat(parts, ignore_index=True)
+    return t[t["variant"].isin(SAGEREC_VARIANTS)]  # SAGERec and its variants; the other models have their own table (Models)
 
 def summary_markdown(protocol: str) -> Markdown:
     "Mean ± std over seeds per dataset, variant and change from the reference recipe."
@@ -270,6 +272,37 @@ from sagerec.model import registered_models
 Markdown("| model | class | follows | graph by default | user vectors |\n|---|---|---|---|---|\n" + "\n".join(
     f"| `{n}` | `{s.cls.__module__}.{s.cls.__name__}` | {s.paper} | {'yes' if s.graph_by_default else 'no'} | {'yes' if s.needs_users else 'no'} |"
     for n, s in registered_models().items()))
+
+# %% [markdown]
+# **Every model on Beauty** (`configs/grids/paper_main_beauty.yaml`: `configs/beauty.yaml` with a constant LR, and
+# each baseline's own `configs/models/<model>.yaml` on top; one CPU thread per run; full ranking with the history
+# masked; mean over the seeds listed). `SASRec` is our no-graph variant under SAGERec's paper settings (d = 50, BCE).
+# Beside each row, the published number for the same split and protocol where there is one (`configs/published.yaml`:
+# the ICSRec/ICLRec tables at @20, the S3-Rec family's SASRec and CL4SRec at @10) and our difference from it; these
+# are the sources' numbers, not ours. `nbs/paper.ipynb` has the full Tables 3–4 with all protocols and seeds.
+
+# %%
+#| echo: false
+from sagerec.paper import grid_table, load_published, published_comparison
+
+def models_markdown(ds: str = "beauty") -> Markdown:
+    root = project_root() or Path.cwd().parent
+    folder = root / results_folder if results_folder else results_dir()
+    done, missing = grid_table([root / "configs" / "grids" / f"paper_main_{ds}.yaml"], folder)
+    if not len(done): return Markdown(f"(no published run of `paper_main_{ds}.yaml` yet)")
+    g = done.groupby("label", sort=False)
+    tab = g[["recall@10", "ndcg@10", "recall@20", "ndcg@20"]].mean().apply(lambda c: c.map("{:.4f}".format))
+    tab.insert(0, "seeds", g["seed"].apply(lambda x: ",".join(map(str, sorted(x)))))
+    tab["best epoch"] = g["best_epoch"].mean().round().astype(int); tab["s/epoch"] = g["s/epoch"].mean().round(1)
+    pub = published_comparison(done, load_published(root / "configs" / "published.yaml", ds))
+    for r in pub.itertuples():
+        tab.loc[r.label, r.metric] += f" ({r.published:.4f}, {r.difference:+.0%})"
+    note = "\n\nIn brackets: the published value and our difference from it."
+    if len(missing): note += (f" Seeds still to run: {', '.join(f'{l} ({n})' for l, n in missing.label.value_counts(sort=False).items())} "
+                              f"(`python tools/grid.py run configs/grids/paper_main_{ds}.yaml`).")
+    return Markdown(tab.reset_index().to_markdown(index=False, disable_numparse=True) + note)
+
+models_markdown()
 
 # %% [markdown]
 # ## Scale: several processes, a million items

@@ -20,9 +20,10 @@ from .core import check
 from .report import METRICS, load_run, paired_test, run_row
 
 # %% auto #0
-__all__ = ['COLD_RULE', 'grid_runs', 'grid_table', 'fake_run', 'paper_table', 'format_paper_table', 'claimed_order',
-           'plugin_frame', 'plot_plugin', 'efficiency_row', 'efficiency_table', 'compute_plan', 'pick_cold_items',
-           'cold_split', 'cold_users', 'text_rows', 'cold_metrics', 'checkpoint_table', 'embedding_cosines']
+__all__ = ['COLD_RULE', 'grid_runs', 'grid_table', 'fake_run', 'paper_table', 'format_paper_table', 'load_published',
+           'published_comparison', 'claimed_order', 'plugin_frame', 'plot_plugin', 'efficiency_row', 'efficiency_table',
+           'compute_plan', 'pick_cold_items', 'cold_split', 'cold_users', 'text_rows', 'cold_metrics',
+           'checkpoint_table', 'embedding_cosines']
 
 # %% ../nbs/09b_paper_tables.ipynb #5a87e556
 def grid_runs(path: Path | str) -> pd.DataFrame:
@@ -124,6 +125,36 @@ def format_paper_table(summ: pd.DataFrame,            # from `paper_table`
         out[m] = cells
     out["seeds"] = [f"{s}" + (" (short)" if short else "") for s, short in zip(summ[("seeds", "list")], summ[("seeds", "short")])]
     return out
+
+# %% ../nbs/09b_paper_tables.ipynb #22c06119
+def load_published(path: Path | str, dataset: str) -> pd.DataFrame:
+    "Published numbers for `dataset` from a YAML file like `configs/published.yaml`: one row per (label, source) with the metrics given."
+    import yaml
+    path = Path(path)
+    check(path.exists(), f"No file {str(path)!r}: the published numbers live in configs/published.yaml.")
+    doc = yaml.safe_load(path.read_text()) or {}
+    rows = doc.get(dataset) or []
+    sources = doc.get("sources", {})
+    unknown = sorted({r.get("source") for r in rows} - set(sources))
+    check(not unknown, f"{path.name}: entries of {dataset!r} cite unknown sources {unknown}; add them under `sources`.")
+    return pd.DataFrame([{**r, "source": sources[r["source"]]} for r in rows])
+
+def published_comparison(done: pd.DataFrame,                # from `grid_table`, one dataset, full ranking masked
+                         published: pd.DataFrame,           # from `load_published`
+                         tolerance: float = 0.15,           # flag ours more than this share below the published value
+                        ) -> pd.DataFrame:
+    "One row per (label, metric) that both have: our mean and seeds, the published value, the relative difference, and a flag."
+    check(done["protocol"].eq("full-masked").all(), "The published numbers are full ranking with the history masked: pass that protocol's runs.")
+    rows = []
+    for p in published.to_dict("records"):
+        ours = done[done.label == p["label"]]
+        for m in METRICS:
+            if len(ours) == 0 or pd.isna(p.get(m, np.nan)): continue
+            mean = float(ours[m].mean())
+            rows.append({"label": p["label"], "metric": m, "ours": mean, "seeds": ",".join(map(str, sorted(ours.seed))),
+                         "published": float(p[m]), "difference": mean / float(p[m]) - 1,
+                         f"more than {tolerance:.0%} below": mean < (1 - tolerance) * float(p[m]), "source": p["source"]})
+    return pd.DataFrame(rows, columns=["label", "metric", "ours", "seeds", "published", "difference", f"more than {tolerance:.0%} below", "source"])
 
 # %% ../nbs/09b_paper_tables.ipynb #96efd0eb
 def claimed_order(summ: pd.DataFrame,             # from `paper_table` on the ablation runs
