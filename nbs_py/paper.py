@@ -171,7 +171,7 @@ missing_note(missing, "paper_plugin_beauty.yaml")
 #
 # Graph nodes and undirected edges, parameters, peak memory (process RSS on a CPU; the CUDA peak on a GPU), seconds per
 # epoch, epochs to the best validation NDCG@10, and wall seconds (training + validation) up to the best checkpoint,
-# averaged over the seeds run. The paper compares with SINE, which this project does not implement. Times on the
+# averaged over the seeds run, for every model of Tables 3–4 (the paper compares SAGERec with SINE). Times on the
 # shared 2-core CPU are indicative only; `tools/gpu_check.py` measures the GPU epoch time.
 
 # %%
