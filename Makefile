@@ -25,7 +25,7 @@ $(STAMP):
 
 train: install
 	mkdir -p runs
-	$(BIN)/papermill nbs/train.ipynb runs/quickstart.ipynb -p run_name quickstart
+	$(BIN)/python -m sagerec.run nbs/train.ipynb runs/quickstart.ipynb -p run_name quickstart  # papermill, quiet on Ctrl-C
 
 check: install
 	$(BIN)/python tools/check.py

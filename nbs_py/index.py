@@ -32,10 +32,13 @@
 # make test    # installs if needed, checks notebook/package hygiene, runs every notebook's lesson cells and pytest
 # ```
 #
-# `make train` runs `papermill nbs/train.ipynb runs/quickstart.ipynb -p run_name quickstart`: the training notebook with its
-# CI-sized defaults on `beauty-mini`, a slice of Amazon Beauty that ships inside the package, so it needs no
-# data download. The executed notebook lands in `runs/quickstart.ipynb`; `params.json`, `metrics.json`, the
+# `make train` runs `python -m sagerec.run nbs/train.ipynb runs/quickstart.ipynb -p run_name quickstart`: the training
+# notebook with its CI-sized defaults on `beauty-mini`, a slice of Amazon Beauty that ships inside the package, so it
+# needs no data download. The executed notebook lands in `runs/quickstart.ipynb`; `params.json`, `metrics.json`, the
 # learning curve and the checkpoints in `runs/quickstart/` (running it again resumes from `last.pt`).
+# `python -m sagerec.run` is papermill with papermill's arguments (`-p`, `-f`, `-y`, `-r`) that stops quietly on Ctrl-C:
+# the cell is interrupted, the kernel shut down cleanly, and one line names the run folder; the same command then
+# continues from its `last.pt` (exit code 130; `nbs/00c_run.ipynb`). Plain `papermill` runs every notebook too.
 #
 # **CPU or GPU.** On a CPU-only machine `make` installs the CPU wheel of torch first (`torch==2.13.0`),
 # because a plain `pip install torch` resolves to a multi-GB CUDA build. On a GPU machine, install the normal
@@ -75,7 +78,8 @@
 # %% [markdown]
 # ## Paper runs
 #
-# Each run is one papermill call; the paper-scale hyperparameters live in `configs/<dataset>.yaml`:
+# Each run is one papermill call (or `python -m sagerec.run` with the same arguments, quiet on Ctrl-C); the paper-scale
+# hyperparameters live in `configs/<dataset>.yaml`:
 #
 # ```bash
 # export SAGEREC_DATA=/path/to/data

@@ -25,6 +25,15 @@
 # type (`-p dim abc`, `-p epochs 2.5`) or a value out of range (`-p lr -1`) stops the run in its first seconds with
 # one line naming every problem, and nothing is written. `params.json` is written once, when training starts; a
 # run folder that holds a run with other settings is refused, untouched (`-p resume False` replaces it).
+#
+# `python -m sagerec.run` takes the same arguments as `papermill` (`nbs/00c_run.ipynb`; `make train` uses it) and stops
+# quietly on Ctrl-C: the running cell is interrupted, the kernel shut down cleanly, and one line names the run folder
+# (the same command continues from its `last.pt`); exit code 130. Plain papermill runs the notebook just the same,
+# but prints some 40 lines on Ctrl-C, the kernel's tracebacks among them.
+#
+# ```
+# python -m sagerec.run nbs/train.ipynb runs/beauty.ipynb -p dataset beauty -f configs/beauty.yaml
+# ```
 
 # %% [markdown]
 # **Several processes or GPUs (PyTorch DDP).** This notebook is the single-process entry point. The same pipeline runs
