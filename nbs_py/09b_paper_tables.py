@@ -199,7 +199,7 @@ test_eq(format_paper_table(s2, t2).loc["SAGERec", "seeds"], "0,1 (short)")
 # %% [markdown]
 # ## Our runs beside the published numbers
 #
-# A reader's first question about a baseline is whether it is as good as the one they know. `configs/published.yaml`
+# A reader's first question about a baseline is whether it is as good as the one they know. `configs/reference/published.yaml`
 # holds other papers' numbers for the same split and protocol, each with its source; `published_comparison` puts our
 # mean beside each one and flags a row more than `tolerance` below it (the baselines issue asks for an explanation of
 # every such gap). The published values are never mixed into our tables: they only appear in this comparison.
@@ -207,10 +207,10 @@ test_eq(format_paper_table(s2, t2).loc["SAGERec", "seeds"], "0,1 (short)")
 # %%
 #| export
 def load_published(path: Path | str, dataset: str) -> pd.DataFrame:
-    "Published numbers for `dataset` from a YAML file like `configs/published.yaml`: one row per (label, source) with the metrics given."
+    "Published numbers for `dataset` from a YAML file like `configs/reference/published.yaml`: one row per (label, source) with the metrics given."
     import yaml
     path = Path(path)
-    check(path.exists(), f"No file {str(path)!r}: the published numbers live in configs/published.yaml.")
+    check(path.exists(), f"No file {str(path)!r}: the published numbers live in configs/reference/published.yaml.")
     doc = yaml.safe_load(path.read_text()) or {}
     rows = doc.get(dataset) or []
     sources = doc.get("sources", {})

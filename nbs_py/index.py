@@ -283,7 +283,7 @@ Markdown("| model | class | follows | graph by default | user vectors |\n|---|--
 # **Every model on Beauty** (`configs/grids/paper_main_beauty.yaml`: `configs/beauty.yaml` with a constant LR, and
 # each baseline's own `configs/models/<model>.yaml` on top; one CPU thread per run; full ranking with the history
 # masked; mean over the seeds listed). `SASRec` is our no-graph variant under SAGERec's paper settings (d = 50, BCE).
-# Beside each row, the published number for the same split and protocol where there is one (`configs/published.yaml`:
+# Beside each row, the published number for the same split and protocol where there is one (`configs/reference/published.yaml`:
 # the ICSRec/ICLRec tables at @20, the S3-Rec family's SASRec and CL4SRec at @10) and our difference from it; these
 # are the sources' numbers, not ours. `nbs/paper.ipynb` has the full Tables 3–4 with all protocols and seeds.
 
@@ -300,7 +300,7 @@ def models_markdown(ds: str = "beauty") -> Markdown:
     tab = g[["recall@10", "ndcg@10", "recall@20", "ndcg@20"]].mean().apply(lambda c: c.map("{:.4f}".format))
     tab.insert(0, "seeds", g["seed"].apply(lambda x: ",".join(map(str, sorted(x)))))
     tab["best epoch"] = g["best_epoch"].mean().round().astype(int); tab["s/epoch"] = g["s/epoch"].mean().round(1)
-    pub = published_comparison(done, load_published(root / "configs" / "published.yaml", ds))
+    pub = published_comparison(done, load_published(root / "configs" / "reference" / "published.yaml", ds))
     for r in pub.itertuples():
         tab.loc[r.label, r.metric] += f" ({r.published:.4f}, {r.difference:+.0%})"
     note = "\n\nIn brackets: the published value and our difference from it."

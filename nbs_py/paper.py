@@ -116,14 +116,14 @@ for ds in DATASETS: results_table(ds)
 # %% [markdown]
 # ### Our models beside the published numbers (Beauty)
 #
-# Other papers' results for the same split and protocol (`configs/published.yaml`, each with its source) next to our
+# Other papers' results for the same split and protocol (`configs/reference/published.yaml`, each with its source) next to our
 # mean over the seeds published so far. A row more than 15% below its published value is flagged; the README says what
 # we found for each flagged row. These values are the sources', not ours, and appear only here.
 
 # %%
 from sagerec.paper import load_published, published_comparison
 done_beauty, _ = grid_table([GRIDS / "paper_main_beauty.yaml"], RESULTS)
-vs_published = published_comparison(done_beauty, load_published(ROOT / "configs" / "published.yaml", "beauty"))
+vs_published = published_comparison(done_beauty, load_published(ROOT / "configs" / "reference" / "published.yaml", "beauty"))
 if len(vs_published):
     show(vs_published.assign(difference=vs_published["difference"].map("{:+.1%}".format)).round({"ours": 4, "published": 4}).set_index(["label", "metric"]))
 else: print("no published run of a model with a published number yet")

@@ -126,12 +126,12 @@ def format_paper_table(summ: pd.DataFrame,            # from `paper_table`
     out["seeds"] = [f"{s}" + (" (short)" if short else "") for s, short in zip(summ[("seeds", "list")], summ[("seeds", "short")])]
     return out
 
-# %% ../nbs/09b_paper_tables.ipynb #22c06119
+# %% ../nbs/09b_paper_tables.ipynb #4f473560
 def load_published(path: Path | str, dataset: str) -> pd.DataFrame:
-    "Published numbers for `dataset` from a YAML file like `configs/published.yaml`: one row per (label, source) with the metrics given."
+    "Published numbers for `dataset` from a YAML file like `configs/reference/published.yaml`: one row per (label, source) with the metrics given."
     import yaml
     path = Path(path)
-    check(path.exists(), f"No file {str(path)!r}: the published numbers live in configs/published.yaml.")
+    check(path.exists(), f"No file {str(path)!r}: the published numbers live in configs/reference/published.yaml.")
     doc = yaml.safe_load(path.read_text()) or {}
     rows = doc.get(dataset) or []
     sources = doc.get("sources", {})
