@@ -68,6 +68,24 @@ def test_sharded_evaluation_equals_single_process(tmp_path):
     assert got["valid"] == validate(model, sp, validation_negatives(sp, 1, seed=1), max_len=20, batch_size=128)
 
 
+def _kill_workers_of(tag: str, timeout: float = 30) -> None:
+    "SIGKILL every process whose command line holds `tag`, and wait until they are gone (Linux /proc)."
+    def pids(): 
+        out = []
+        for p in Path("/proc").glob("[0-9]*"):
+            try: cmd = (p / "cmdline").read_bytes().decode(errors="ignore")
+            except OSError: continue
+            if tag in cmd and int(p.name) != os.getpid(): out.append(int(p.name))
+        return out
+    t0 = time.time()
+    while (left := pids()) and time.time() - t0 < timeout:
+        for pid in left:
+            try: os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError: pass
+        time.sleep(0.2)
+    assert not pids(), f"workers of {tag} still running"
+
+
 def test_killed_two_process_run_resumes(tmp_path):
     run2("train", tmp_path / "straight.json", tmp_path / "straight", "-")
     marker = tmp_path / "marker"
@@ -77,6 +95,7 @@ def test_killed_two_process_run_resumes(tmp_path):
         assert victim.poll() is None and time.time() - t0 < 300, "the run ended before reaching epoch 2"
         time.sleep(0.2)
     os.killpg(victim.pid, signal.SIGKILL); victim.wait(timeout=60)
+    _kill_workers_of(str(marker))  # torchrun's workers live in their own sessions: the whole job dies, as after a crash
     assert not (tmp_path / "never.json").exists()
     assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["state"]["epoch"] == 1
     run2("train", tmp_path / "resumed.json", tmp_path / "killed", "-")
