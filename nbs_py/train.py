@@ -320,8 +320,10 @@ if cold is not None:
     cold_mask = cold_users(split, cold)
     test_cold = {"as_trained": {**metrics_from_ranks(ranks[cold_mask]), "n_users": int(cold_mask.sum())}}
     if hasattr(model, "item_emb") and getattr(model, "text_proj", None) is None:
-        from sagerec.embed import item_embeddings
-        text_rows(model, cold, item_embeddings(ds, model=text_model, max_length=text_max_length, progress=False), k=k)
+        if graph_kind is None:  # the graph variants have the vectors already (`emb`, from the graph cell)
+            from sagerec.embed import item_embeddings
+            emb = item_embeddings(ds, model=text_model, max_length=text_max_length, progress=False)
+        text_rows(model, cold, emb, k=k)
         test_cold["text_rows"] = cold_metrics(model, split, cold, max_len=max_len, batch_size=eval_batch_size)
         load_checkpoint(run_folder / "best.pt", model, map_location=dev)  # the trained weights again
     test_cold = {"test_cold": test_cold}
