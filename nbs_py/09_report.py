@@ -54,7 +54,8 @@ def run_row(run: dict, protocol: str = "full-masked", params: tuple[str, ...] = 
     test = m.get("test", {}).get(protocol)
     check(test is not None, f"Run {p.get('run_name')!r} has no test metrics under {protocol!r} (did it finish?).")
     env = p.get("environment", {})
-    return {"dataset": p["dataset"], "variant": p["variant"], "seed": p["seed"], **{k: p.get(k) for k in params}, "protocol": protocol,
+    dataset = p["dataset"] + (f" cold-{p['cold_items']}" if p.get("cold_items") else "")  # a cold-start split is its own dataset
+    return {"dataset": dataset, "variant": p["variant"], "seed": p["seed"], **{k: p.get(k) for k in params}, "protocol": protocol,
             **{k: test[k] for k in METRICS}, "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epochs_run"),
             "s/epoch": m.get("seconds_per_epoch"), "hardware": env.get("cuda") or f"CPU x{env.get('cpu_count')}",
             "run": p.get("run_name")}
@@ -75,7 +76,9 @@ def runs_table(folders, protocol: str = "full-masked", params: tuple[str, ...] =
 
 
 # %% [markdown]
-# A hand-made run folder shows the shape of the files and the row built from them:
+# A hand-made run folder shows the shape of the files and the row built from them. A run trained on a cold-start
+# split (the train notebook's `cold_items`) is labelled as a dataset of its own, e.g. `beauty cold-100`: its training
+# data differ, so no table compares it with runs on the full split.
 
 # %%
 def fake_run(root: Path, name: str, variant: str, ndcg10: float, seed: int = 0) -> Path:
@@ -97,6 +100,8 @@ test_close(table["ndcg@10"].tolist(), [0.04, 0.03])
 test_eq(table["hardware"][0], "CPU x2")
 test_eq(list(table["run_name"]), ["a", "b"])
 test_fail(lambda: load_run(tmp / "nope"), contains="not a run folder")
+cold_run = {"params": {"dataset": "beauty", "variant": "sasrec", "seed": 0, "cold_items": 100}, "metrics": load_run(tmp / "a")["metrics"]}
+test_eq(run_row(cold_run)["dataset"], "beauty cold-100")  # trained without 100 items: not comparable with the full split
 test_fail(lambda: runs_table([tmp], protocol="sampled50"), contains="Unknown protocol")
 test_fail(lambda: runs_table([tmp / "missing"]), contains="not a folder")
 

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from sagerec.core import check
-from sagerec.report import METRICS, load_run, paired_test, run_row
+from sagerec.report import METRICS, load_run, paired_test, run_row, seed_summary
 
 # %%
 #| hide
@@ -528,6 +528,39 @@ pd.DataFrame({"as trained": before, "rows from text": after}).T.round(4)
 assert used["neighbours"].map(lambda nb: not set(nb) & set(cold.tolist())).all()
 test_eq(after["n_users"], int(cu.sum()))
 for m in (before, after): assert 0 <= m["ndcg@10"] <= m["recall@10"] <= m["recall@20"] <= 1
+
+
+# %% [markdown]
+# A cold-start run records both scorings in its `metrics.json` under `test_cold` (the train notebook's `cold_items`
+# parameter). `cold_table` lays the finished runs of a cold-start grid out as the paper's §5.8 table: one row per
+# model and scoring, the mean and standard deviation over seeds (`sagerec.report.seed_summary`).
+
+# %%
+#| export
+def cold_table(done: pd.DataFrame,                              # from `grid_table` on a cold-start grid
+               metrics: tuple[str, ...] = ("ndcg@10", "recall@10"),
+              ) -> pd.DataFrame:
+    "Per label and cold scoring ('as_trained', 'text_rows'): mean ± std over seeds of `metrics` on the cold users."
+    check("metrics" in done, "cold_table needs rows of `grid_table` (they carry each run's metrics).")
+    rows = [{"variant": r.label, "cold scoring": kind, "seed": r.seed, **{k: m[k] for k in (*metrics, "n_users")}}
+            for r in done.itertuples() for kind, m in (r.metrics.get("test_cold") or {}).items()]
+    check(len(rows) > 0, "None of these runs has cold-start metrics (`test_cold`): run the train notebook with `-p cold_items 100`.")
+    out = seed_summary(pd.DataFrame(rows), by=("variant", "cold scoring"), metrics=(*metrics, "n_users"))
+    return out.drop(columns=["n_users std"]).rename(columns={"n_users mean": "cold users"}).rename_axis(["model", "cold scoring"])
+
+
+# %%
+for s in (0, 1):
+    fake_run(tmp / "cold", f"c-s{s}", seed=s, test_cold={"as_trained": {"ndcg@10": 0.0, "recall@10": 0.0, "n_users": 294},
+                                                      "text_rows": {"ndcg@10": 0.008 + s / 1000, "recall@10": 0.014, "n_users": 294}})
+(tmp / "cold.yaml").write_text("seeds: [0, 1]\nruns:\n  - {name: c, label: SASRec}\n")
+ct = cold_table(grid_table([tmp / "cold.yaml"], tmp / "cold")[0])
+ct
+
+# %%
+test_eq(ct.loc[("SASRec", "text_rows"), "ndcg@10 mean"], 0.0085); test_eq(ct.loc[("SASRec", "as_trained"), "seeds"], "0,1")
+test_eq(ct.loc[("SASRec", "text_rows"), "cold users"], 294)
+test_fail(lambda: cold_table(grid_table([tmp / "eff.yaml"], tmp / "eff")[0]), contains="has cold-start metrics")
 
 
 # %% [markdown]

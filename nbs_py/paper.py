@@ -34,7 +34,7 @@ import pandas as pd
 
 from sagerec.core import project_root, runs_dir, save_fig
 from sagerec.data import load_dataset
-from sagerec.paper import (claimed_order, compute_plan, efficiency_table, format_paper_table, grid_table, paper_table,
+from sagerec.paper import (claimed_order, cold_table, compute_plan, efficiency_table, format_paper_table, grid_table, paper_table,
                            plot_plugin, plugin_frame)
 from sagerec.report import METRICS
 
@@ -193,13 +193,7 @@ else: print("no published run yet")
 
 # %%
 done, missing = tables.get("paper_cold_beauty.yaml", (pd.DataFrame(columns=["metrics", "label", "seed"]), None))
-rows = []
-for r in done.itertuples():
-    for kind, m in (r.metrics.get("test_cold") or {}).items():
-        rows.append({"label": r.label, "cold scoring": kind, "seed": r.seed, **{k: m[k] for k in ("ndcg@10", "recall@10", "n_users")}})
-if rows:
-    cold = pd.DataFrame(rows).groupby(["label", "cold scoring"], sort=False)
-    show(cold[["ndcg@10", "recall@10"]].agg(["mean", "std"]).round(4).join(cold["seed"].apply(lambda s: ",".join(map(str, sorted(s)))).rename("seeds")))
+if len(done): show(cold_table(done).round(4))
 else: print("no published cold-start run yet")
 if missing is not None: missing_note(missing, "paper_cold_beauty.yaml")
 

@@ -24,7 +24,7 @@ __all__ = ['PROTOCOLS', 'METRICS', 'RECIPE_DEFAULTS', 'POPULARITY_GROUPS', 'load
            'publish_run', 'plot_runs', 'seed_summary', 'paired_test', 'changed_settings', 'ablation_table',
            'reference_recipe', 'recipe_summary', 'graph_tests', 'popularity_groups', 'metrics_by_group']
 
-# %% ../nbs/09_report.ipynb #9f4e9ecc
+# %% ../nbs/09_report.ipynb #7eda6181
 PROTOCOLS = ("full-masked", "full-unmasked", "sampled100")  # evaluation protocols recorded by nbs/train.ipynb
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 
@@ -43,7 +43,8 @@ def run_row(run: dict, protocol: str = "full-masked", params: tuple[str, ...] = 
     test = m.get("test", {}).get(protocol)
     check(test is not None, f"Run {p.get('run_name')!r} has no test metrics under {protocol!r} (did it finish?).")
     env = p.get("environment", {})
-    return {"dataset": p["dataset"], "variant": p["variant"], "seed": p["seed"], **{k: p.get(k) for k in params}, "protocol": protocol,
+    dataset = p["dataset"] + (f" cold-{p['cold_items']}" if p.get("cold_items") else "")  # a cold-start split is its own dataset
+    return {"dataset": dataset, "variant": p["variant"], "seed": p["seed"], **{k: p.get(k) for k in params}, "protocol": protocol,
             **{k: test[k] for k in METRICS}, "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epochs_run"),
             "s/epoch": m.get("seconds_per_epoch"), "hardware": env.get("cuda") or f"CPU x{env.get('cpu_count')}",
             "run": p.get("run_name")}
