@@ -223,8 +223,8 @@ test_markdown("sampled100")
 #   SASRec rows (d 64, 2 heads, 4d GELU feed-forward, N(0, 0.02) init, no √d scaling, no L2, batch 256) gives
 #   0.0256, no better than our reference. Our length-sorted batches over-weight short users (half the loss weight
 #   on the 51% of users with ≤ 3 inputs, who hold 21% of the positions; `nbs/accuracy.ipynb`): unsorted batches
-#   (`bucket=0`, seed 0) give +6%, and weighting every position the same (`loss_norm=position`, which keeps the
-#   packing's speed) +8% over seeds 0 and 1. **The two factors together close the gap**: no L2 *and* 100 negatives
+#   (`bucket=0`, seed 0) give +5%, and weighting every position the same (`loss_norm=position`, which keeps the
+#   packing's speed) +7% over seeds 0 and 1 (NDCG@10 against the five reference seeds' mean, as in the table above). **The two factors together close the gap**: no L2 *and* 100 negatives
 #   per position (`l2=0.0, n_neg=100`, seeds 0 and 1) reach NDCG@10 0.0329 / Recall@10 0.0624 and NDCG@20 0.0407 /
 #   Recall@20 0.0932, at or above the published BCE-SASRec (0.0318 / 0.0605 at @10, 0.0386 / 0.0894 at @20),
 #   at about 3–4× the CPU time per epoch of one negative. Not yet the default: `configs/beauty.yaml` keeps the
@@ -339,7 +339,7 @@ models_markdown()
 #   the published tables credit it with +11% at NDCG@20 over SASRec. What remains between our backbone and the
 #   published SASRec rows is not in these settings; the differences left are the ICLRec block's post-LayerNorm
 #   (ours is pre-LayerNorm), its early stopping after 40 validations without a gain on NDCG@20 (ours: 20, on
-#   NDCG@10), and the length-sorted batches with a per-batch loss mean that cost our SASRec 3–12% (the baselines
+#   NDCG@10), and the length-sorted batches with a per-batch loss mean that cost our SASRec 5–7% (the baselines
 #   under per-position weighting: `configs/grids/recipe_baselines.yaml`, queued). Our CL4SRec run stopped at epoch
 #   175 (best 155).
 # - *TransRec (substitute) has no published row to compare with*: TransRec's paper evaluates on its own split and protocol, and
