@@ -133,16 +133,18 @@ def publish(job: dict, results: Path) -> Path:
     return publish_run(runs_root() / job["name"], dest=results)
 
 
-def papermill_cmd(g: dict, job: dict) -> list[str]:
+def papermill_cmd(g: dict, job: dict, runner: str = "papermill") -> list[str]:
+    "The command of one run: papermill, or `tools/plain_run.py` (the notebook's code without Jupyter) with the same parameters."
     nb = ROOT / g.get("notebook", "nbs/train.ipynb")
     out = runs_root() / "_grid" / f"{job['name']}.ipynb"
-    cmd = [str(Path(sys.executable).parent / "papermill"), str(nb), str(out), "--cwd", str(ROOT / "nbs")]
+    if runner == "plain": cmd = [sys.executable, str(ROOT / "tools" / "plain_run.py"), str(nb)]
+    else: cmd = [str(Path(sys.executable).parent / "papermill"), str(nb), str(out), "--cwd", str(ROOT / "nbs")]
     for c in ([g["config"]] if g.get("config") else []) + job.get("configs", []): cmd += ["-f", str(ROOT / c)]
     for k, v in job["params"].items(): cmd += ["-y", f"{k}: {json.dumps(v)}"]
     return cmd
 
 
-def start(g: dict, job: dict):
+def start(g: dict, job: dict, runner: str = "papermill"):
     folder = runs_root() / job["name"]; folder.mkdir(parents=True, exist_ok=True)
     (runs_root() / "_grid").mkdir(exist_ok=True)
     lockf = open(folder / ".grid.lock", "w")
@@ -151,7 +153,7 @@ def start(g: dict, job: dict):
     log = open(runs_root() / "_grid" / f"{job['name']}.log", "a")
     env = {"SAGEREC_FIGURES": str(runs_root() / "_grid" / "figures"), **os.environ, "OMP_NUM_THREADS": str(job["params"].get("num_threads", 1)), "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     # the child inherits the locked file, so the run stays locked while it lives, even if this queue is killed
-    p = subprocess.Popen(papermill_cmd(g, job), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    p = subprocess.Popen(papermill_cmd(g, job, runner), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                          pass_fds=(lockf.fileno(),))
     return p, lockf, log
 
@@ -197,7 +199,7 @@ def cmd_run(args) -> None:
                     print(f"[{time.strftime('%H:%M:%S')}] {job['name']} was finished: published to {publish(job, results)}", flush=True); continue
                 if st in ("failed", "running"): continue
                 if args.max_runs is not None and done_now + len(running) >= args.max_runs: queue.clear(); break
-                h = start(job["grid"], job)
+                h = start(job["grid"], job, args.runner)
                 if h is None: continue
                 running[job["name"]] = (job, h)
                 print(f"[{time.strftime('%H:%M:%S')}] started {job['name']} ({st}{', resuming' if st == 'partial' else ''})", flush=True)
@@ -238,6 +240,8 @@ def main(argv=None) -> None:
             p.add_argument("--max-runs", type=int, help="start at most this many runs in this call")
             p.add_argument("--retry-failed", action="store_true", help="forget recorded failures and run them again")
             p.add_argument("--poll", type=float, default=10.0, help="seconds between checks")
+            p.add_argument("--runner", choices=("papermill", "plain"), default="papermill",
+                           help="'plain': tools/plain_run.py, the notebook's code in plain Python (a machine without Jupyter)")
     args = ap.parse_args(argv)
     if getattr(args, "jobs", 1) < 1: fail("--jobs must be >= 1")
     {"run": cmd_run, "status": cmd_status, "list": cmd_list}[args.cmd](args)
