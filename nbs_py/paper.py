@@ -25,6 +25,7 @@ from sagerec.params import notebook_params  # every parameter checked (names, ty
 globals().update(notebook_params(globals()))
 
 # %%
+import json
 import os
 import warnings
 from pathlib import Path
@@ -96,7 +97,7 @@ assert (stats2["users"] > 6000).all() and (stats2["sparsity_%"] > 90).all()
 # headline; the same checkpoints unmasked and against 100 sampled negatives follow, labelled.
 
 # %%
-OURS = ("SAGERec (paper recipe)", "SAGERec (best recipe)")
+OURS = ("SAGERec (paper recipe)", "SAGERec (published-level BCE)", "SAGERec (best recipe)")
 def results_table(ds: str, protocol: str = "full-masked") -> None:
     grid = f"paper_main_{ds}.yaml"
     done, missing = grid_table([GRIDS / grid], RESULTS, protocol)
@@ -172,7 +173,7 @@ missing_note(missing, "paper_plugin_beauty.yaml")
 # Graph nodes and undirected edges, parameters, peak memory (process RSS on a CPU; the CUDA peak on a GPU), seconds per
 # epoch, epochs to the best validation NDCG@10, and wall seconds (training + validation) up to the best checkpoint,
 # averaged over the seeds run, for every model of Tables 3–4 (the paper compares SAGERec with SINE). Times on the
-# shared 2-core CPU are indicative only; `tools/gpu_check.py` measures the GPU epoch time.
+# shared 2-core CPU are indicative only; `tools/gpu_check.py` measures the GPU epoch time (below).
 
 # %%
 done, missing = tables[f"paper_main_{dataset}.yaml"]
@@ -180,6 +181,23 @@ if len(done):
     eff = efficiency_table(done)
     show(eff.round(1))
 else: print("no published run yet")
+
+# %% [markdown]
+# On a GPU: every record of `tools/gpu_check.py` under `results/gpu/` (a session lent a GPU machine runs it; DEVELOPING.md):
+# SAGERec and the no-graph variant under the paper's settings in the same trainer, one run alone on the GPU, fastest
+# epoch after the first; ranking every test user against the full catalogue; the largest difference between the
+# GPU's and the CPU's metrics for the same weights.
+
+# %%
+gpu_rows = []
+for f in sorted((RESULTS / "gpu").glob("*.json")):
+    rec = json.loads(f.read_text()); g = rec.get("gpu_check", rec)
+    if g.get("dataset") != dataset: continue
+    gpu_rows.append({"record": f.name, "device": g["device_name"], "SAGERec s/epoch": g["sagerec"]["s_per_epoch"],
+                     "no-graph s/epoch": g["sasrec"]["s_per_epoch"], "graph overhead": f"{g['graph_overhead']:+.0%}",
+                     "SAGERec peak MiB": g["sagerec"]["peak_mib"], "ranking all test users (s)": g["eval_full_masked_s"],
+                     "max |GPU - CPU| metric": g["eval_max_abs_diff_vs_cpu"]})
+show(pd.DataFrame(gpu_rows).set_index("record").round(3)) if gpu_rows else print("no GPU record under results/gpu/ yet")
 
 # %% [markdown]
 # ## Cold start (§5.8)
