@@ -287,7 +287,7 @@ test_markdown("sampled100")
 # 2026-11-28, `tools/gpu_check.py`, record in `results/gpu/`): 3.15 s per Beauty epoch with the graph layer and 2.27 s
 # without (+39%; the paper reports 4.4 s on an A100), ranking every test user against the catalogue in 0.21 s, and the
 # GPU's metrics equal to the CPU's for the same weights. At this model size the GPU step is bound by Python and kernel
-# launches, not arithmetic: ten runs side by side on that machine each took 6.9 s (no graph) and 8.7 s (SAGERec) per
+# launches, not arithmetic: ten runs side by side on that machine each took 6.8–6.9 s (no graph) and 8.7 s (SAGERec) per
 # epoch with 100 negatives per position.
 
 # %% [markdown]
