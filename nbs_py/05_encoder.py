@@ -154,8 +154,9 @@ test_eq(torch.cat([t for t, *_ in pkb.groups])[pkb.order], torch.arange(pkb.n)) 
 # The reference implementations differ in small ways, and each is a switch here so that it can be measured
 # (`nbs/recipe.ipynb`): the S3-Rec/ICLRec family uses an FFN of width $4d$ with GELU (`ffn_mult=4`,
 # `activation="gelu"`) and no dropout after the activation (`ffn_inner_dropout=False`); SASRec's code has no
-# dropout on the attention output (`attn_out_dropout=False`). The defaults are this project's first reading:
-# four dropouts per block.
+# dropout on the attention output (`attn_out_dropout=False`); and the S3-Rec/ICLRec family's block is
+# **post-LayerNorm** (`norm="post"`): $H = \mathrm{LN}(X + \mathrm{MHA}(X))$, $X' = \mathrm{LN}(H + \mathrm{FFN}(H))$.
+# The defaults are this project's first reading: pre-LayerNorm, four dropouts per block.
 
 # %%
 #| export
@@ -195,16 +196,23 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor: return self.net(x)  # (n, D)
 
+NORMS = ("pre", "post")
+
 class Block(nn.Module):
-    "Pre-LayerNorm Transformer block: $H = X + \\mathrm{MHA}(\\mathrm{LN}(X))$, $X' = H + \\mathrm{FFN}(\\mathrm{LN}(H))$."
+    "Transformer block, pre-LayerNorm ($H = X + \\mathrm{MHA}(\\mathrm{LN}(X))$, ...) or post-LayerNorm ($H = \\mathrm{LN}(X + \\mathrm{MHA}(X))$, ...)."
     def __init__(self, dim: int, n_heads: int, dropout: float, ffn_mult: int = 1, activation: str = "relu",
-                 attn_out_dropout: bool = True, ffn_inner_dropout: bool = True):
+                 attn_out_dropout: bool = True, ffn_inner_dropout: bool = True, norm: str = "pre"):
         super().__init__()
+        check(norm in NORMS, f"norm={norm!r}: use one of {NORMS}.")
+        self.post = norm == "post"
         self.ln1, self.attn = nn.LayerNorm(dim), SelfAttention(dim, n_heads, dropout)
         self.drop = nn.Dropout(dropout if attn_out_dropout else 0.0)
         self.ln2, self.ffn = nn.LayerNorm(dim), FeedForward(dim, dropout, ffn_mult, activation, ffn_inner_dropout)
 
     def forward(self, xp: Tensor, pk: Packing) -> Tensor:  # (n, D) -> (n, D)
+        if self.post:  # S3-Rec / ICLRec code
+            xp = self.ln1(xp + self.drop(self.attn(xp, pk)))  # (n, D)
+            return self.ln2(xp + self.ffn(xp))  # (n, D)
         xp = xp + self.drop(self.attn(self.ln1(xp), pk))  # (n, D)
         return xp + self.ffn(self.ln2(xp))  # (n, D)
 
@@ -216,7 +224,8 @@ class Block(nn.Module):
 # `forward_packed`, the real items' embeddings already packed, which saves looking up padding). The embeddings
 # are scaled by $\sqrt d$ (SASRec's reference code does this; the paper's $x_t = z_{v_t} + p_t$ does not say,
 # so `scale_input` switches it), the learned positional embedding is added, then dropout, the blocks and a
-# final LayerNorm.
+# final LayerNorm. With post-LayerNorm blocks (`norm="post"`) the one LayerNorm moves to the input, as in the
+# S3-Rec/ICLRec code: $\mathrm{Dropout}(\mathrm{LN}(z + p))$ in, the last block's output out.
 #
 # **Positions are right-aligned**: with `max_len` positions, the last column of a batch always gets position
 # `max_len - 1`, the one before `max_len - 2`, and so on. The position of an item then depends only on how far
@@ -241,12 +250,15 @@ class SASRecEncoder(nn.Module):
                  activation: str = "relu",  # FFN activation, 'relu' (SASRec) or 'gelu' (S3-Rec family)
                  attn_out_dropout: bool = True,  # dropout on the attention output (SASRec's code: none)
                  ffn_inner_dropout: bool = True,  # dropout after the FFN activation (S3-Rec family: none)
+                 norm: str = "pre",  # "pre"-LayerNorm blocks and a final LayerNorm (paper), or "post" (S3-Rec family)
                 ):
         super().__init__()
+        check(norm in NORMS, f"norm={norm!r}: use one of {NORMS}.")
         self.dim, self.max_len, self.scale_input, self.length_buckets = dim, max_len, scale_input, length_buckets
+        self.post = norm == "post"
         self.pos_emb = nn.Embedding(max_len, dim) if use_position else None
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout, ffn_mult, activation, attn_out_dropout, ffn_inner_dropout)
+        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout, ffn_mult, activation, attn_out_dropout, ffn_inner_dropout, norm)
                                     for _ in range(n_blocks))
         self.ln = nn.LayerNorm(dim)
 
@@ -264,9 +276,9 @@ class SASRecEncoder(nn.Module):
                                     f"the last {self.max_len} items of each sequence (or build the model with a larger max_len).")
         if self.scale_input: xp = xp * self.dim ** 0.5
         if self.pos_emb is not None: xp = xp + self.pos_emb(pk.columns() + (self.max_len - pk.L))  # (n, D) right-aligned
-        xp = self.drop(xp)  # (n, D)
+        xp = self.drop(self.ln(xp) if self.post else xp)  # (n, D)
         for block in self.blocks: xp = block(xp, pk)  # (n, D)
-        return self.ln(xp)  # (n, D)
+        return xp if self.post else self.ln(xp)  # (n, D)
 
     def forward(self,
                 x: Tensor,  # (B, L, D) item embeddings of a left-padded batch, L <= max_len
@@ -358,6 +370,40 @@ h_rows = enc(x[[0, 2]][:, 2:], valid[[0, 2]][:, 2:])  # rows 0 and 2 only need t
 test_close(h3, h, eps=1e-6)
 test_close(h_rows, h[[0, 2]][:, 2:], eps=1e-5)
 test_close(enc(x[2:, 4:], valid[2:, 4:]), h[2:, 4:], eps=1e-5)  # a one-item sequence alone
+
+
+# %% [markdown]
+# **Post-LayerNorm** (`norm="post"`, the S3-Rec/ICLRec block) has exactly the same parameters; it moves the free
+# LayerNorm from the output to the input. Packing and length buckets stay exact for it too (it is checked
+# against the padded computation, every position computed), and it stays causal.
+
+# %%
+def padded_post_reference(enc, x, valid):
+    "`padded_reference` for post-LayerNorm blocks."
+    B, L, D = x.shape
+    keep, mask, H = valid[..., None].float(), attention_mask(valid), enc.blocks[0].attn.n_heads
+    x = enc.ln(x * D ** 0.5 + enc.pos_emb.weight[enc.max_len - L:]) * keep  # (B, L, D)
+    for b in enc.blocks:
+        q, k, v = b.attn.qkv(x).view(B, L, 3, H, D // H).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, D/H)
+        x = b.ln1(x + b.attn.out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B, L, D)))
+        x = b.ln2(x + b.ffn(x)) * keep
+    return x
+
+seed_everything(0)
+enc_post = SASRecEncoder(dim=8, n_blocks=2, n_heads=2, dropout=0.2, max_len=6, norm="post").eval().requires_grad_(False)
+enc_post.length_buckets = True; hp = enc_post(xl, vl)
+enc_post.length_buckets = False; hp1 = enc_post(xl, vl)
+n_pre, n_post = (sum(p.numel() for p in e.parameters()) for e in (enc, enc_post))
+(hp - padded_post_reference(enc_post, xl, vl)).abs().max(), (hp - hp1).abs().max(), (n_pre, n_post)
+
+# %%
+test_close(hp, padded_post_reference(enc_post, xl, vl), eps=1e-5)
+test_close(hp, hp1, eps=1e-5)
+test_eq(n_pre, n_post)
+hp_x, hp_x2 = enc_post(x, valid), enc_post(x2, valid)  # x2: the item at column 3 changed
+test_close(hp_x2[:, :3], hp_x[:, :3], eps=1e-6)
+assert (hp_x - h)[valid].abs().amax() > 1e-3  # a different function of the same kind of weights
+test_fail(lambda: SASRecEncoder(dim=8, norm="sandwich"), contains="norm='sandwich'")
 
 # %% [markdown]
 # **No NaN from empty rows**: an all-padding sequence (a user with no history) gives zeros, in training mode

@@ -22,7 +22,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from sagerec.core import SageRecError, check
 from sagerec.params import check_fields
-from sagerec.encoder import ACTIVATIONS, SASRecEncoder
+from sagerec.encoder import ACTIVATIONS, NORMS, SASRecEncoder
 from sagerec.propagation import NODE_DROPOUT_MODES, GraphPropagation
 
 # %%
@@ -81,6 +81,7 @@ class ModelConfig:
     activation: str = "relu"  # FFN activation: "relu" (SASRec) or "gelu" (S3-Rec family)
     attn_out_dropout: bool = True  # dropout on the attention output (SASRec's code: none)
     ffn_inner_dropout: bool = True  # dropout after the FFN activation (S3-Rec family: none)
+    norm: str = "pre"  # "pre"-LayerNorm blocks (paper) or "post" (S3-Rec/ICLRec code: LayerNorm after each residual)
     init: str = "xavier"  # "xavier": Xavier-uniform (paper); "normal": N(0, 0.02) (S3-Rec family, BERT)
     # --- beyond the paper: make the semantics count (named variants in nbs/train.ipynb; the paper's model has both off)
     graph_gate: bool = False  # E' = E + a * (propagated - E), a learned scalar starting at 0 (the paper: a = 1, fixed)
@@ -92,6 +93,7 @@ class ModelConfig:
         check(self.graph_mode in GRAPH_MODES, f"graph_mode={self.graph_mode!r}: use one of {GRAPH_MODES}.")
         check(self.output_embedding in OUTPUT_EMBEDDINGS, f"output_embedding={self.output_embedding!r}: use one of {OUTPUT_EMBEDDINGS}.")
         check(self.node_dropout_mode in NODE_DROPOUT_MODES, f"node_dropout_mode={self.node_dropout_mode!r}: use one of {NODE_DROPOUT_MODES}.")
+        check(self.norm in NORMS, f"norm={self.norm!r}: use one of {NORMS}.")
         check(self.dim > 0 and self.n_heads > 0 and self.dim % self.n_heads == 0,
               f"dim={self.dim} must be a positive multiple of n_heads={self.n_heads}.")
         check(self.max_len > 0 and self.n_blocks >= 0 and self.n_graph_layers >= 1,
@@ -549,7 +551,7 @@ class SAGERec(SeqRecModel):
         self.encoder = SASRecEncoder(cfg.dim, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len,
                                      use_position=cfg.use_position, scale_input=cfg.scale_input, ffn_mult=cfg.ffn_mult,
                                      activation=cfg.activation, attn_out_dropout=cfg.attn_out_dropout,
-                                     ffn_inner_dropout=cfg.ffn_inner_dropout)
+                                     ffn_inner_dropout=cfg.ffn_inner_dropout, norm=cfg.norm)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

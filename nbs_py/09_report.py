@@ -310,7 +310,7 @@ test_eq(changed_settings({}, ref), "reference")
 # %%
 #| export
 RECIPE_DEFAULTS = dict(dim=50, n_heads=1, n_blocks=2, dropout=0.5, max_len=50, l2=1e-5, ffn_mult=1, activation="relu",
-                       attn_out_dropout=True, ffn_inner_dropout=True, init="xavier", scale_input=True, batch_size=128, lr=1e-3,
+                       attn_out_dropout=True, ffn_inner_dropout=True, norm="pre", init="xavier", scale_input=True, batch_size=128, lr=1e-3,
                        adam_beta2=0.999, n_neg=1, bucket=50, loss_norm="batch", loss="bce", pool="uniform", logq=False,
                        lr_patience=0, lr_signal="valid_loss", output_embedding="graph", k=3, n_graph_layers=1, edge_dropout=0.2,
                        node_dropout=0.5, node_dropout_mode="messages", text_dim=64)  # the train notebook's defaults for what defines a recipe

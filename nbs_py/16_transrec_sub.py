@@ -303,7 +303,7 @@ class TransRecSub(SeqRecModel):
             self.register_buffer(f"{f}_tokens", torch.from_numpy(toks), persistent=False)
         self.encoder = SASRecEncoder(D, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len, use_position=cfg.use_position,
                                      scale_input=cfg.scale_input, ffn_mult=cfg.ffn_mult, activation=cfg.activation,
-                                     attn_out_dropout=cfg.attn_out_dropout, ffn_inner_dropout=cfg.ffn_inner_dropout)
+                                     attn_out_dropout=cfg.attn_out_dropout, ffn_inner_dropout=cfg.ffn_inner_dropout, norm=cfg.norm)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -87,6 +87,7 @@ ffn_mult: int = 1                   # FFN width / d (SASRec: 1; S3-Rec family: 4
 activation: str = "relu"            # FFN activation: 'relu' (SASRec) or 'gelu' (S3-Rec family)
 attn_out_dropout: bool = True       # dropout on the attention output (SASRec's code: none)
 ffn_inner_dropout: bool = True      # dropout after the FFN activation (S3-Rec family: none)
+norm: str = "pre"                   # 'pre'-LayerNorm blocks (paper) or 'post' (S3-Rec/ICLRec code)
 init: str = "xavier"                # 'xavier' (paper) or 'normal' (N(0, 0.02), S3-Rec family)
 scale_input: bool = True            # multiply item embeddings by sqrt(d) (SASRec's code)
 text_dim: int = 64                  # text variants: principal components of the Sentence-BERT vectors fed to the model
@@ -234,7 +235,7 @@ graph_info
 mcfg = {**dict(dim=dim, n_blocks=n_blocks, n_heads=n_heads, dropout=dropout, max_len=max_len, n_graph_layers=n_graph_layers,
                edge_dropout=edge_dropout, node_dropout=node_dropout, node_dropout_mode=node_dropout_mode,
                output_embedding=output_embedding, l2=l2, ffn_mult=ffn_mult, activation=activation,
-               attn_out_dropout=attn_out_dropout, ffn_inner_dropout=ffn_inner_dropout, init=init, scale_input=scale_input,
+               attn_out_dropout=attn_out_dropout, ffn_inner_dropout=ffn_inner_dropout, norm=norm, init=init, scale_input=scale_input,
                text_dim=text_dim),
         **overrides}  # overrides (the variant's, or model_params + the graph switch) win
 seed_everything(seed)

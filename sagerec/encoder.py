@@ -15,7 +15,7 @@ from torch import Tensor
 from .core import check
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'attention_mask', 'Packing', 'SelfAttention', 'FeedForward', 'Block', 'SASRecEncoder']
+__all__ = ['ACTIVATIONS', 'NORMS', 'attention_mask', 'Packing', 'SelfAttention', 'FeedForward', 'Block', 'SASRecEncoder']
 
 # %% ../nbs/05_encoder.ipynb #245db49f
 def attention_mask(valid: Tensor,  # (B, L) bool, True at real items
@@ -69,7 +69,7 @@ class Packing:
     def unpack(self, xp: Tensor) -> Tensor:  # (n, C) -> (B, L, C), zeros at padding
         return xp.new_zeros(self.B * self.L, xp.shape[-1]).index_copy(0, self.flat, xp).view(self.B, self.L, -1)
 
-# %% ../nbs/05_encoder.ipynb #0620b801
+# %% ../nbs/05_encoder.ipynb #6779e48c
 class SelfAttention(nn.Module):
     "Multi-head self-attention with an output projection, on PyTorch's fused attention, for packed tokens."
     def __init__(self, dim: int, n_heads: int, dropout: float):
@@ -106,20 +106,27 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor: return self.net(x)  # (n, D)
 
+NORMS = ("pre", "post")
+
 class Block(nn.Module):
-    "Pre-LayerNorm Transformer block: $H = X + \\mathrm{MHA}(\\mathrm{LN}(X))$, $X' = H + \\mathrm{FFN}(\\mathrm{LN}(H))$."
+    "Transformer block, pre-LayerNorm ($H = X + \\mathrm{MHA}(\\mathrm{LN}(X))$, ...) or post-LayerNorm ($H = \\mathrm{LN}(X + \\mathrm{MHA}(X))$, ...)."
     def __init__(self, dim: int, n_heads: int, dropout: float, ffn_mult: int = 1, activation: str = "relu",
-                 attn_out_dropout: bool = True, ffn_inner_dropout: bool = True):
+                 attn_out_dropout: bool = True, ffn_inner_dropout: bool = True, norm: str = "pre"):
         super().__init__()
+        check(norm in NORMS, f"norm={norm!r}: use one of {NORMS}.")
+        self.post = norm == "post"
         self.ln1, self.attn = nn.LayerNorm(dim), SelfAttention(dim, n_heads, dropout)
         self.drop = nn.Dropout(dropout if attn_out_dropout else 0.0)
         self.ln2, self.ffn = nn.LayerNorm(dim), FeedForward(dim, dropout, ffn_mult, activation, ffn_inner_dropout)
 
     def forward(self, xp: Tensor, pk: Packing) -> Tensor:  # (n, D) -> (n, D)
+        if self.post:  # S3-Rec / ICLRec code
+            xp = self.ln1(xp + self.drop(self.attn(xp, pk)))  # (n, D)
+            return self.ln2(xp + self.ffn(xp))  # (n, D)
         xp = xp + self.drop(self.attn(self.ln1(xp), pk))  # (n, D)
         return xp + self.ffn(self.ln2(xp))  # (n, D)
 
-# %% ../nbs/05_encoder.ipynb #ec2ab32e
+# %% ../nbs/05_encoder.ipynb #c2e593b6
 class SASRecEncoder(nn.Module):
     "Causal Transformer over left-padded item embeddings, with right-aligned learned positions."
     def __init__(self,
@@ -135,12 +142,15 @@ class SASRecEncoder(nn.Module):
                  activation: str = "relu",  # FFN activation, 'relu' (SASRec) or 'gelu' (S3-Rec family)
                  attn_out_dropout: bool = True,  # dropout on the attention output (SASRec's code: none)
                  ffn_inner_dropout: bool = True,  # dropout after the FFN activation (S3-Rec family: none)
+                 norm: str = "pre",  # "pre"-LayerNorm blocks and a final LayerNorm (paper), or "post" (S3-Rec family)
                 ):
         super().__init__()
+        check(norm in NORMS, f"norm={norm!r}: use one of {NORMS}.")
         self.dim, self.max_len, self.scale_input, self.length_buckets = dim, max_len, scale_input, length_buckets
+        self.post = norm == "post"
         self.pos_emb = nn.Embedding(max_len, dim) if use_position else None
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout, ffn_mult, activation, attn_out_dropout, ffn_inner_dropout)
+        self.blocks = nn.ModuleList(Block(dim, n_heads, dropout, ffn_mult, activation, attn_out_dropout, ffn_inner_dropout, norm)
                                     for _ in range(n_blocks))
         self.ln = nn.LayerNorm(dim)
 
@@ -158,9 +168,9 @@ class SASRecEncoder(nn.Module):
                                     f"the last {self.max_len} items of each sequence (or build the model with a larger max_len).")
         if self.scale_input: xp = xp * self.dim ** 0.5
         if self.pos_emb is not None: xp = xp + self.pos_emb(pk.columns() + (self.max_len - pk.L))  # (n, D) right-aligned
-        xp = self.drop(xp)  # (n, D)
+        xp = self.drop(self.ln(xp) if self.post else xp)  # (n, D)
         for block in self.blocks: xp = block(xp, pk)  # (n, D)
-        return self.ln(xp)  # (n, D)
+        return xp if self.post else self.ln(xp)  # (n, D)
 
     def forward(self,
                 x: Tensor,  # (B, L, D) item embeddings of a left-padded batch, L <= max_len

@@ -121,7 +121,7 @@ def item_identifiers(ds, title_tokens: int = 6, attr_tokens: int = 4) -> FacetId
     per = [facet_tokens(i, p, title_tokens, attr_tokens) for i, p in enumerate(items["prompt"], start=1)]
     return FacetIdentifiers({f: FacetTrie.build([t[f] for t in per]) for f in FACETS}, len(items))
 
-# %% ../nbs/16_transrec_sub.ipynb #418af08d
+# %% ../nbs/16_transrec_sub.ipynb #58daff01
 class FacetHead(nn.Module):
     "Token model of one facet: logit(child c of node p) = q . E[tok c] + (depth[c] + R E[tok p]) . E[tok c]."
     def __init__(self, trie: FacetTrie, dim: int):
@@ -226,7 +226,7 @@ class TransRecSub(SeqRecModel):
             self.register_buffer(f"{f}_tokens", torch.from_numpy(toks), persistent=False)
         self.encoder = SASRecEncoder(D, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len, use_position=cfg.use_position,
                                      scale_input=cfg.scale_input, ffn_mult=cfg.ffn_mult, activation=cfg.activation,
-                                     attn_out_dropout=cfg.attn_out_dropout, ffn_inner_dropout=cfg.ffn_inner_dropout)
+                                     attn_out_dropout=cfg.attn_out_dropout, ffn_inner_dropout=cfg.ffn_inner_dropout, norm=cfg.norm)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
