@@ -142,8 +142,10 @@ for b in range(50):  # crop: the kept items appear in the row, contiguous and in
 # scores with), or `"flatten"`, every position's state concatenated, as in the implementation of the ICLRec
 # authors (Chen et al., WWW 2022), whose CL4SRec numbers the issue quotes. Paper values: $\lambda = 0.1$,
 # $\tau = 1$, $d = 64$, 2 layers, 2 heads, batch 256; augmentation ratios as run by the ICLRec authors: crop
-# $\eta = 0.2$, mask $\gamma = 0.7$, reorder $\beta = 0.2$. CL4SRec's Transformer is SASRec's (post-LN in the
-# original code); ours is this project's pre-LN SASRec encoder, as for the `sasrec` baseline.
+# $\eta = 0.2$, mask $\gamma = 0.7$, reorder $\beta = 0.2$. CL4SRec's Transformer is this project's SASRec encoder;
+# `configs/models/cl4srec.yaml` runs it as the ICLRec code does (post-LayerNorm blocks, `norm="post"`; no √d
+# scaling; random users per batch; `cl_repr="flatten"`), which puts it level with its published row on Beauty
+# (the README's "Baselines"). This class's defaults (`cl_repr="last"`) are the first reading.
 
 # %%
 #| export
