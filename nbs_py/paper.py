@@ -245,9 +245,9 @@ else: print("nothing missing")
 #
 # The paper links item 352 to item 4537 and reports the cosine of their learned embeddings: 0.07 under SASRec, 0.35
 # under SAGERec. Our graph (all-MiniLM-L6-v2, no descriptions) does not link them (`nbs/03_graph.ipynb`), so both the
-# paper's pair and 352's real neighbours are shown. Checkpoints: the no-graph model and SAGERec trained with the same
-# objective (sampled softmax, 1,024 popularity negatives, logQ; `configs/grids/graph.yaml`), seed 0, read from
-# `runs_folder` (not committed: too large). "raw" is the table the sequence model learned (`item_emb`); for SAGERec
+# paper's pair and 352's real neighbours are shown. Checkpoints: the no-graph model and SAGERec trained with our best
+# recipe (`configs/recipes/best.yaml`: sampled softmax, 1,024 popularity negatives, logQ, every position weighted the
+# same; the "best recipe" rows of Table 3), seed 0, read from `runs_folder` (not committed: too large). "raw" is the table the sequence model learned (`item_emb`); for SAGERec
 # "graph" is the table after propagation, the one it scores with.
 
 # %%
@@ -260,13 +260,13 @@ from sagerec.paper import checkpoint_table, embedding_cosines
 from sagerec.report import load_run
 from sagerec.training import load_checkpoint
 
-CASE = {"SASRec": "beauty-loss-ss1k-pop-s0", "SAGERec": "beauty-ss-sagerec-s0"}
+CASE = {"SASRec": "beauty-recipe-posnorm-sspop-s0", "SAGERec": "beauty-recipe-posnorm-sspop-sagerec-s0"}
 have = {k: RUNS / v / "best.pt" for k, v in CASE.items() if (RUNS / v / "best.pt").exists()}
 if dataset != "beauty" or not os.environ.get("SAGEREC_DATA"):
     print("The case studies need Beauty (set SAGEREC_DATA); skipped."); have = {}
 elif len(have) < 2:
     print(f"Checkpoints missing under {RUNS}: {sorted(set(CASE) - set(have))} ({[CASE[k] for k in set(CASE) - set(have)]}); "
-          "run configs/grids/graph.yaml (seed 0) or pass -p runs_folder. Skipped.")
+          "run configs/grids/paper_main_beauty.yaml (the best-recipe rows, seed 0) or pass -p runs_folder. Skipped.")
 else:
     for k, v in CASE.items():
         m = load_run(RUNS / v)["metrics"] if (RUNS / v / "metrics.json").exists() else {}
