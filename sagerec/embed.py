@@ -84,7 +84,7 @@ def model_identity(model: str | Path | None = None,  # as for `resolve_model`
     check(bool(parts), f"The model folder {str(root)!r} holds no files.")
     return fingerprint("sentence-transformers-model", parts)
 
-# %% ../nbs/02_embed.ipynb #77225bd2
+# %% ../nbs/02_embed.ipynb #558e8f36
 @functools.lru_cache(maxsize=2)
 def _load_model(folder: str, device: str):
     from sentence_transformers import SentenceTransformer
@@ -122,7 +122,7 @@ def encode_texts(texts: Sequence[str | None],  # n texts; empty or None ones get
         order = sorted(range(len(kept)), key=lambda j: -len(kept[j]))  # longest first, like sentence-transformers
         enc, step = np.zeros((len(kept), dim), dtype=np.float32), int(batch_size) * 16  # (n_keep, d)
         with tqdm(total=len(kept), desc="encoding", unit="text", disable=not progress, dynamic_ncols=True,
-                  mininterval=0.5 if sys.stderr.isatty() else 60) as bar:  # outside a terminal (papermill), few updates
+                  mininterval=0.5 if sys.stderr.isatty() else 60) as bar:  # outside a terminal (a notebook run in the background), few updates
             for s in range(0, len(kept), step):
                 idx = order[s:s + step]
                 enc[idx] = m.encode([kept[j] for j in idx], batch_size=int(batch_size), show_progress_bar=False,
