@@ -63,3 +63,23 @@ def test_run_publishes_then_skips(tmp_path):
     assert "started" not in again and "0 runs finished" in again
     status = grid("status", g, "--results", tmp_path / "results", env=env).stdout
     assert "mini-s0" in status and "published" in status
+
+
+def test_queues_take_free_slots_one_at_a_time(tmp_path, monkeypatch):
+    "Two queues on one runs folder never both take the last free slot: a queue starts runs only under the admission lock."
+    import importlib.util, time
+    monkeypatch.setenv("SAGEREC_RUNS", str(tmp_path / "runs"))
+    spec = importlib.util.spec_from_file_location("sagerec_grid_admission", GRID)
+    mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)
+    g = write(tmp_path, "common: {dataset: beauty-mini, epochs: 1, dim: 16}\nruns:\n  - {name: mini, params: {variant: sasrec}}\n")
+    env = {**os.environ, "SAGEREC_RUNS": str(tmp_path / "runs"), "SAGEREC_FIGURES": str(tmp_path / "figs")}
+    with mod.admission():  # another queue is counting and starting
+        p = subprocess.Popen([sys.executable, str(GRID), "run", str(g), "--jobs", "1", "--poll", "0.2", "--results", str(tmp_path / "res")],
+                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert p.poll() is None and not (tmp_path / "runs" / "mini-s0").exists()  # it waits for the lock
+    for _ in range(100):
+        if (tmp_path / "runs" / "mini-s0" / ".grid.lock").exists(): break
+        time.sleep(0.1)
+    p.terminate(); p.communicate(timeout=60)
+    assert (tmp_path / "runs" / "mini-s0" / ".grid.lock").exists()  # and starts once the lock is free

@@ -30,7 +30,7 @@ says otherwise.
 """
 from __future__ import annotations
 
-import argparse, fcntl, json, os, signal, subprocess, sys, time
+import argparse, contextlib, fcntl, json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import yaml
@@ -119,6 +119,16 @@ def active_runs() -> int:
     return sum(is_locked(l) for l in runs_root().glob("*/.grid.lock"))
 
 
+@contextlib.contextmanager
+def admission():
+    "Held while a queue counts the active runs and starts one, so two queues never both take the last free slot."
+    (runs_root() / "_grid").mkdir(parents=True, exist_ok=True)
+    with open(runs_root() / "_grid" / ".admission.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def epochs_of(folder: Path) -> str:
     try:
         h = json.loads((folder / "metrics.json").read_text()).get("history", [])
@@ -170,6 +180,22 @@ def expand_all(paths) -> list[dict]:
     return jobs
 
 
+def admit(args, queue: list, running: dict, results: Path, done_now: int) -> None:
+    "Start queued runs while fewer than `--jobs` runs are active (call under `admission()`)."
+    while active_runs() < args.jobs and queue:
+        job = queue.pop(0)
+        st, _ = state(job, results)
+        if st == "published": continue
+        if st == "done":
+            print(f"[{time.strftime('%H:%M:%S')}] {job['name']} was finished: published to {publish(job, results)}", flush=True); continue
+        if st in ("failed", "running"): continue
+        if args.max_runs is not None and done_now + len(running) >= args.max_runs: queue.clear(); break
+        h = start(job["grid"], job, args.runner)
+        if h is None: continue
+        running[job["name"]] = (job, h)
+        print(f"[{time.strftime('%H:%M:%S')}] started {job['name']} ({st}{', resuming' if st == 'partial' else ''})", flush=True)
+
+
 def cmd_run(args) -> None:
     signal.signal(signal.SIGTERM, _sigterm)
     jobs = expand_all(args.grid)
@@ -191,18 +217,8 @@ def cmd_run(args) -> None:
                     tail = (runs_root() / "_grid" / f"{name}.log").read_text(errors="replace")[-3000:]
                     (runs_root() / "_grid" / f"{name}.failed").write_text(f"exit code {rc}\n{tail}")
                     print(f"[{time.strftime('%H:%M:%S')}] FAILED {name} (exit {rc}); see {runs_root() / '_grid' / (name + '.log')}", flush=True)
-            while active_runs() < args.jobs and queue:
-                job = queue.pop(0)
-                st, _ = state(job, results)
-                if st == "published": continue
-                if st == "done":
-                    print(f"[{time.strftime('%H:%M:%S')}] {job['name']} was finished: published to {publish(job, results)}", flush=True); continue
-                if st in ("failed", "running"): continue
-                if args.max_runs is not None and done_now + len(running) >= args.max_runs: queue.clear(); break
-                h = start(job["grid"], job, args.runner)
-                if h is None: continue
-                running[job["name"]] = (job, h)
-                print(f"[{time.strftime('%H:%M:%S')}] started {job['name']} ({st}{', resuming' if st == 'partial' else ''})", flush=True)
+            with admission():
+                admit(args, queue, running, results, done_now)
             if not running and not queue: break
             time.sleep(args.poll)
     except KeyboardInterrupt:
