@@ -187,6 +187,13 @@ graph_table.round(4) if len(graph_table) else "no variant has two seeds in commo
 # p = 0.03: significant at 0.05, not at 0.01). So which
 # way the layer goes depends on the objective: with 100 independent negatives per position it costs more than it
 # gives; with a shared pool of popularity-drawn negatives it lifts the rare targets (next section).
+#
+# **The best configuration** (beyond the paper): the Sentence-BERT vectors as an input feature *and* the graph
+# (`variant text_graph`) at d = 64 under the best recipe reach NDCG@10 0.0584 ± 0.0007 over five seeds, the issue's
+# 0.058, against 0.0547 for the no-graph variant at the same size (+6.8%, p = 1e-4; every metric p < 0.001). The
+# capacity alone is worth little (the no-graph variant gains 2% from d = 50 to 64); the text feature and the graph
+# together gain 5% at d = 50 and 7% at d = 64. Of the 5% at d = 50, the text feature alone gives +2.7% (0.0551,
+# p = 0.02) and the graph on top of it a further +2.4% (0.0565 against 0.0551, p = 0.009): about half each.
 
 # %% [markdown]
 # ### What the gate learns
