@@ -97,7 +97,7 @@ assert (stats2["users"] > 6000).all() and (stats2["sparsity_%"] > 90).all()
 # headline; the same checkpoints unmasked and against 100 sampled negatives follow, labelled.
 
 # %%
-OURS = ("SAGERec (paper recipe)", "SAGERec (published-level BCE)", "SAGERec (best recipe)")
+OURS = ("SAGERec (paper recipe)", "SAGERec (published-level BCE)", "SAGERec (best recipe)", "SAGERec + text (best recipe, d 64)")
 def results_table(ds: str, protocol: str = "full-masked") -> None:
     grid = f"paper_main_{ds}.yaml"
     done, missing = grid_table([GRIDS / grid], RESULTS, protocol)
