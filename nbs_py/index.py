@@ -287,9 +287,9 @@ test_markdown("sampled100")
 # and then rises while ranking still improves, so under that schedule the LR collapses early (seed 0 only, kept as
 # the record of that finding); every other row uses a constant LR. `-p lr_signal metric` decays on the validation
 # NDCG@10 instead (queued). Toys and ML-1M have one run of each variant under the reference recipe so far. Under the best recipe Toys
-# has four seeds of each: SAGERec is ahead of its no-graph counterpart as on Beauty
-# (NDCG@10 0.0609 against 0.0581, +4.7%, p = 0.008; Recall@10 0.1034 against 0.0953, +8.4%, p = 0.003; @20 +5% and
-# +8%, p < 0.01), and the best configuration (text feature + graph, d = 64; seed 0 only) reaches NDCG@10 0.0640 /
+# has five seeds of each: SAGERec is ahead of its no-graph counterpart as on Beauty
+# (NDCG@10 0.0609 against 0.0581, +4.9%, p = 0.001; Recall@10 0.1032 against 0.0954, +8.2%, p = 4e-4; @20 +5% and
+# +8%, p = 0.001 and 2e-4), and the best configuration (text feature + graph, d = 64; seed 0 only) reaches NDCG@10 0.0640 /
 # Recall@10 0.1114 against 0.0576 / 0.0943 for the no-graph variant at d = 64. On ML-1M under the best recipe (seed 0)
 # the no-graph variant reaches NDCG@10 0.1256 / Recall@10 0.2285 (paper settings: 0.0984 / 0.1863), and SAGERec is
 # level: +1% at @10 (0.1268 / 0.2305), −2% / −5% at @20 (NDCG@20 0.1501 against 0.1533, Recall@20 0.3228 against
