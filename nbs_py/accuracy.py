@@ -193,7 +193,33 @@ graph_table.round(4) if len(graph_table) else "no variant has two seeds in commo
 # 0.058, against 0.0547 for the no-graph variant at the same size (+6.8%, p = 1e-4; every metric p < 0.001). The
 # capacity alone is worth little (the no-graph variant gains 2% from d = 50 to 64); the text feature and the graph
 # together gain 5% at d = 50 and 7% at d = 64. Of the 5% at d = 50, the text feature alone gives +2.7% (0.0551,
-# p = 0.02) and the graph on top of it a further +2.4% (0.0565 against 0.0551, p = 0.009): about half each.
+# p = 0.02) and the graph on top of it a further +2.4% (0.0565 against 0.0551, p = 0.009): about half each. Each
+# step as a paired t-test over the five seeds (`sagerec.report.paired_test`):
+
+# %%
+import warnings
+
+from sagerec.report import paired_test
+
+STEPS = {  # step: (runs with it, runs without it), by run name without the seed; all under configs/recipes/best.yaml
+    "text feature, d 50": ("beauty-recipe-best-text", "beauty-recipe-posnorm-sspop"),
+    "graph on top of the text feature, d 50": ("beauty-recipe-best-text_graph", "beauty-recipe-best-text"),
+    "d 64 instead of 50, no graph": ("beauty-recipe-best-d64", "beauty-recipe-posnorm-sspop"),
+    "text feature + graph, d 64": ("beauty-recipe-best-text_graph-d64", "beauty-recipe-best-d64"),
+}
+named = runs.assign(row=runs["run"].str.replace(r"-s\d+$", "", regex=True))
+steps = {}
+for step, (a, b) in STEPS.items():
+    pair = named[named["row"].isin([a, b])]
+    if pair.groupby("row")["seed"].nunique().reindex([a, b]).fillna(0).min() < 2: continue  # not run (e.g. your own results)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        steps[step] = paired_test(pair, a, b, label="row")[["gain", "p", "seeds"]]
+steps = pd.concat(steps, names=["step"]).unstack("metric") if steps else pd.DataFrame()
+steps.round(4) if len(steps) else "the runs of these steps are not in this results folder"
+
+# %%
+if len(steps): assert (steps["seeds"].to_numpy() >= 2).all() and steps.columns.get_level_values(0).isin(["gain", "p", "seeds"]).all()
 
 # %% [markdown]
 # ### What the gate learns

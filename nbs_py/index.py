@@ -277,8 +277,8 @@ test_markdown("sampled100")
 #   the text feature's and how much the graph's: at d = 50 (five seeds each) the text feature alone gives +2.7%
 #   NDCG@10 over the no-graph variant (0.0551 against 0.0537, p = 0.02) and the graph on top of it a further +2.4%
 #   (0.0565 against 0.0551, p = 0.009): about half each; the text feature alone at d = 64
-#   (`beauty-recipe-best-text-d64` in `configs/grids/recipe.yaml`) is not run yet. The ICLRec code's post-LayerNorm block (`-p norm post`), which closed
-#   the BCE gap, gives SAGERec 0.0544 (seed 0): no help under the best recipe.
+#   (`beauty-recipe-best-text-d64` in `configs/grids/recipe.yaml`) is not run yet (the steps, with their tests, are in
+#   `nbs/accuracy.ipynb`). The ICLRec code's post-LayerNorm block (`-p norm post`), which closed the BCE gap, gives SAGERec 0.0544 (seed 0): no help under the best recipe.
 # - *Validation vs test.* Test NDCG is about 25% below validation NDCG for every model: test targets are later and
 #   rarer in training (median 12 vs 15 training interactions), not a leak or a bug in either stage.
 #
@@ -286,8 +286,8 @@ test_markdown("sampled100")
 # validation loss (BCE of the validation target against sampled negatives) reaches its minimum after 10–20 epochs
 # and then rises while ranking still improves, so under that schedule the LR collapses early (seed 0 only, kept as
 # the record of that finding); every other row uses a constant LR. `-p lr_signal metric` decays on the validation
-# NDCG@10 instead (queued). Toys and ML-1M have one run of each variant under the reference recipe so far. Under the best recipe Toys
-# has five seeds of each: SAGERec is ahead of its no-graph counterpart as on Beauty
+# NDCG@10 instead (queued). Toys and ML-1M have one run of each variant under the reference recipe so far. Under
+# the best recipe Toys has five seeds of each: SAGERec is ahead of its no-graph counterpart as on Beauty
 # (NDCG@10 0.0609 against 0.0581, +4.9%, p = 0.001; Recall@10 0.1032 against 0.0954, +8.2%, p = 4e-4; @20 +5% and
 # +8%, p = 0.001 and 2e-4), and the best configuration (text feature + graph, d = 64; seed 0 only) reaches NDCG@10 0.0640 /
 # Recall@10 0.1114 against 0.0576 / 0.0943 for the no-graph variant at d = 64. On ML-1M under the best recipe (seed 0)
