@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sagerec.core import check
+from sagerec.core import check, project_root
 from sagerec.report import METRICS, load_run, paired_test, run_row, seed_summary
 
 # %%
@@ -37,11 +37,19 @@ from fastcore.test import test_close, test_eq, test_fail
 
 # %%
 #| export
+def grid_path(grid: Path | str) -> Path:
+    "A grid file: a path as given, or a bare file name (`paper_main_toys.yaml`) looked up in the project's `configs/grids/`."
+    path = Path(grid)
+    if not path.exists() and path.parent == Path("."):
+        root = project_root() or project_root(Path(__file__).parent)  # from the working folder, else the package's checkout
+        if root is not None: path = root / "configs" / "grids" / path
+    check(path.exists(), f"No grid file {str(grid)!r}: the paper's grids are configs/grids/paper_*.yaml.")
+    return path
+
 def grid_runs(path: Path | str) -> pd.DataFrame:
     "The runs of a grid file: one row per (run, seed) with `run` (folder name), `label` (default: the run's name) and `seed`."
     import yaml
-    path = Path(path)
-    check(path.exists(), f"No grid file {str(path)!r}: the paper's grids are configs/grids/paper_*.yaml.")
+    path = grid_path(path)
     g = yaml.safe_load(path.read_text()) or {}
     check(g.get("runs"), f"{path} lists no runs.")
     rows = []
@@ -68,6 +76,17 @@ def grid_table(grids,                          # grid files (their runs, in orde
     cols = ["label", "grid", "dataset", "variant", "seed", "protocol", *METRICS, "best_epoch", "epochs_run", "s/epoch", "hardware", "run", "metrics"]
     miss = pd.DataFrame(missing, columns=["grid", "label", "run", "seed"]) if missing else pd.DataFrame(columns=["grid", "label", "run", "seed"])
     return pd.DataFrame(done, columns=cols), miss
+
+def missing_line(missing: pd.DataFrame,  # the second frame of `grid_table`
+                ) -> str:
+    "One sentence per grid: which rows are not published yet (labels and seeds) and the command that makes them."
+    if not len(missing): return "Every run of the grid is published."
+    out = []
+    for grid, m in missing.groupby("grid", sort=False):
+        per = m.groupby("label", sort=False)["seed"].apply(lambda s: ",".join(map(str, sorted(s))))
+        out.append(f"Not run yet ({len(m)} run{'s' * (len(m) > 1)}, `python tools/grid.py run configs/grids/{grid} --jobs 2`): "
+                   + "; ".join(f"{l} (seed{'s' * (',' in s)} {s})" for l, s in per.items()) + ".")
+    return "\n\n".join(out)
 
 
 # %% [markdown]
@@ -102,6 +121,17 @@ done[["label", "seed", "ndcg@10"]].head(4), missing
 
 # %%
 test_eq(len(done), 15); test_eq(missing["run"].tolist(), ["x-d-s0"]); test_eq(set(done["label"]), {"SAGERec", "SASRec", "GRU4Rec"})
+
+# %% [markdown]
+# Under a table, `missing_line` names what is not run yet and the command that runs it; a bare grid name is looked up
+# in the project's `configs/grids/` (so notebooks anywhere in the project can say `grid_table(["paper_main_toys.yaml"], …)`).
+
+# %%
+print(missing_line(missing))
+test_eq(missing_line(missing), "Not run yet (1 run, `python tools/grid.py run configs/grids/grid.yaml --jobs 2`): BERT4Rec (seed 0).")
+test_eq(missing_line(missing.iloc[:0]), "Every run of the grid is published.")
+test_eq(grid_path("paper_main_beauty.yaml").parent.name, "grids")
+test_fail(lambda: grid_path("no_such_grid.yaml"), contains="No grid file")
 
 
 # %% [markdown]

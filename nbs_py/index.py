@@ -150,6 +150,7 @@ import pandas as pd
 from IPython.display import Markdown
 from sagerec.core import project_root
 from sagerec.report import ablation_table, graph_tests, recipe_summary, reference_recipe, results_dir
+RESULTS = (project_root() or Path.cwd().parent) / results_folder if results_folder else results_dir()  # every table on this page reads it
 SAGEREC_VARIANTS = ("sagerec", "sasrec", "fixed_edges", "random_graph", "no_position", "gated", "text", "text_graph", "text_gated")
 
 
@@ -157,7 +158,7 @@ SAGEREC_VARIANTS = ("sagerec", "sasrec", "fixed_edges", "random_graph", "no_posi
 #| echo: false
 def results(protocol: str) -> pd.DataFrame:
     "Every published run under `protocol`, labelled by what differs from its dataset's reference recipe."
-    folder = (project_root() or Path.cwd()) / results_folder if results_folder else results_dir()
+    folder = RESULTS
     datasets = sorted({json.loads((p / "params.json").read_text())["dataset"] for p in folder.iterdir() if (p / "params.json").exists()})
     parts = [t[t["dataset"] == d] for d in datasets for t in [ablation_table([folder], reference_recipe(d), protocol, extra=("variant",))]]
     t = pd.concat(parts, ignore_index=True)
@@ -346,23 +347,19 @@ Markdown("| model | class | follows | graph by default | user vectors |\n|---|--
 
 # %%
 #| echo: false
-from sagerec.paper import grid_table, load_published, published_comparison
+from sagerec.paper import grid_table, load_published, missing_line, published_comparison
 
 def models_markdown(ds: str = "beauty") -> Markdown:
-    root = project_root() or Path.cwd().parent
-    folder = root / results_folder if results_folder else results_dir()
-    done, missing = grid_table([root / "configs" / "grids" / f"paper_main_{ds}.yaml"], folder)
+    done, missing = grid_table([f"paper_main_{ds}.yaml"], RESULTS)
     if not len(done): return Markdown(f"(no published run of `paper_main_{ds}.yaml` yet)")
     g = done.groupby("label", sort=False)
     tab = g[["recall@10", "ndcg@10", "recall@20", "ndcg@20"]].mean().apply(lambda c: c.map("{:.4f}".format))
     tab.insert(0, "seeds", g["seed"].apply(lambda x: ",".join(map(str, sorted(x)))))
     tab["best epoch"] = g["best_epoch"].mean().round().astype(int); tab["s/epoch"] = g["s/epoch"].mean().round(1)
-    pub = published_comparison(done, load_published(root / "configs" / "reference" / "published.yaml", ds))
+    pub = published_comparison(done, load_published((project_root() or Path.cwd().parent) / "configs" / "reference" / "published.yaml", ds))
     for r in pub.itertuples():
         tab.loc[r.label, r.metric] += f" ({r.published:.4f}, {r.difference:+.0%})"
-    note = "\n\nIn brackets: the published value and our difference from it."
-    if len(missing): note += (f" Seeds still to run: {', '.join(f'{l} ({n})' for l, n in missing.label.value_counts(sort=False).items())} "
-                              f"(`python tools/grid.py run configs/grids/paper_main_{ds}.yaml`).")
+    note = "\n\nIn brackets: the published value and our difference from it." + (f" {missing_line(missing)}" if len(missing) else "")
     return Markdown(tab.reset_index().to_markdown(index=False, disable_numparse=True) + note)
 
 models_markdown()
@@ -416,17 +413,9 @@ import warnings
 
 PAPER_OURS = ("SAGERec (paper recipe)", "SAGERec (published-level BCE)", "SAGERec (best recipe)", "SAGERec + text (best recipe, d 64)")
 
-def not_run_yet(missing: pd.DataFrame, grid: str) -> str:
-    "The runs of `grid` not published yet, per label, and the command that makes them."
-    per = missing.groupby("label", sort=False)["seed"].apply(lambda s: ",".join(map(str, sorted(s))))
-    return (f"Not run yet ({len(missing)} runs, `python tools/grid.py run configs/grids/{grid} --jobs 2`): "
-            + "; ".join(f"{l} (seeds {s})" for l, s in per.items()) + ".")
-
 def paper_grid_markdown(grid: str, ours: tuple[str, ...], claim: tuple[str, str] | None = None) -> Markdown:
     "One grid's runs as the paper's table (masked full ranking), with the paper's claimed order checked when `claim` = (best, worst)."
-    root = project_root() or Path.cwd().parent
-    folder = root / results_folder if results_folder else results_dir()
-    done, missing = grid_table([root / "configs" / "grids" / grid], folder)
+    done, missing = grid_table([grid], RESULTS)
     parts = []
     if len(done):
         with warnings.catch_warnings():
@@ -440,7 +429,7 @@ def paper_grid_markdown(grid: str, ours: tuple[str, ...], claim: tuple[str, str]
                          + ". " + "; ".join(f"{c}: {'yes' if len(v) and v.all() else 'no' if len(v) else 'not run yet'}" for c, v in held.items())
                          + (f" (among the {len(summ)} rows run so far, not yet the claim)." if set(missing.label) - set(summ.index) else "."))
     else: parts.append("(no published run yet)")
-    if len(missing): parts.append(not_run_yet(missing, grid))
+    if len(missing): parts.append(missing_line(missing))
     return Markdown("\n\n".join(parts))
 
 
@@ -499,11 +488,9 @@ paper_grid_markdown("paper_ablation_ml-1m.yaml", ("(A) full",), claim=("(A) full
 # %%
 #| echo: false
 def cold_markdown(grid: str = "paper_cold_beauty.yaml") -> Markdown:
-    root = project_root() or Path.cwd().parent
-    folder = root / results_folder if results_folder else results_dir()
-    done, missing = grid_table([root / "configs" / "grids" / grid], folder)
+    done, missing = grid_table([grid], RESULTS)
     text = cold_table(done).round(4).reset_index().to_markdown(index=False) if len(done) else "(no published run yet)"
-    if len(missing): text += "\n\n" + not_run_yet(missing, grid)
+    if len(missing): text += "\n\n" + missing_line(missing)
     return Markdown(text)
 
 cold_markdown()

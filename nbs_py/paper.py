@@ -35,7 +35,7 @@ import pandas as pd
 
 from sagerec.core import project_root, runs_dir, save_fig
 from sagerec.data import load_dataset
-from sagerec.paper import (claimed_order, cold_table, compute_plan, efficiency_table, format_paper_table, grid_table, paper_table,
+from sagerec.paper import (claimed_order, cold_table, compute_plan, efficiency_table, format_paper_table, grid_table, missing_line, paper_table,
                            plot_plugin, plugin_frame)
 from sagerec.report import METRICS
 
@@ -48,14 +48,6 @@ pd.set_option("display.max_colwidth", 80)
 
 def show(df: pd.DataFrame) -> None:
     print(df.to_markdown())
-
-def missing_note(missing: pd.DataFrame, grid: str) -> None:
-    "Say which rows of a table are missing and the command that produces them."
-    m = missing[missing.grid == grid]
-    if len(m) == 0: print(f"All runs of {grid} are published."); return
-    per = m.groupby("label", sort=False)["seed"].apply(lambda s: ",".join(map(str, sorted(s))))
-    print(f"Missing from {grid}: {len(m)} run(s) — " + "; ".join(f"{l} (seeds {s})" for l, s in per.items()))
-    print(f"  produce them with: python tools/grid.py run configs/grids/{grid} --jobs 2")
 
 
 # %% [markdown]
@@ -100,7 +92,7 @@ assert (stats2["users"] > 6000).all() and (stats2["sparsity_%"] > 90).all()
 OURS = ("SAGERec (paper recipe)", "SAGERec (published-level BCE)", "SAGERec (best recipe)", "SAGERec + text (best recipe, d 64)")
 def results_table(ds: str, protocol: str = "full-masked") -> None:
     grid = f"paper_main_{ds}.yaml"
-    done, missing = grid_table([GRIDS / grid], RESULTS, protocol)
+    done, missing = grid_table([grid], RESULTS, protocol)
     print(f"### {ds}, {protocol}")
     if len(done):
         with warnings.catch_warnings():
@@ -110,7 +102,7 @@ def results_table(ds: str, protocol: str = "full-masked") -> None:
         if len(tests): show(tests[["ours", "metric", "vs", "gain", "p", "seeds", "significant"]].round({"gain": 4})
                             .assign(p=lambda d: d["p"].map("{:.2g}".format)).set_index(["ours", "metric"]))
     else: print("no published run yet")
-    if protocol == "full-masked": missing_note(missing, grid)
+    if protocol == "full-masked": print(missing_line(missing))
 
 for ds in DATASETS: results_table(ds)
 
@@ -123,7 +115,7 @@ for ds in DATASETS: results_table(ds)
 
 # %%
 from sagerec.paper import load_published, published_comparison
-done_beauty, _ = grid_table([GRIDS / "paper_main_beauty.yaml"], RESULTS)
+done_beauty, _ = grid_table(["paper_main_beauty.yaml"], RESULTS)
 vs_published = published_comparison(done_beauty, load_published(ROOT / "configs" / "reference" / "published.yaml", "beauty"))
 if len(vs_published):
     show(vs_published.assign(difference=vs_published["difference"].map("{:+.1%}".format)).round({"ours": 4, "published": 4}).set_index(["label", "metric"]))
@@ -152,7 +144,7 @@ for ds in DATASETS:
         show(format_paper_table(summ, tests))
         show(claimed_order(summ, best="(A) full", worst="(D) random graph"))
     else: print("no published run yet")
-    missing_note(missing, grid)
+    print(missing_line(missing))
 
 # %% [markdown]
 # ## Figure 2: the graph plug-in on GRU4Rec, BERT4Rec and CL4SRec (Beauty)
@@ -165,7 +157,7 @@ if len(long) and long["graph"].any() and (~long["graph"]).any():
     save_fig("paper_fig2_plugin")
     show(long.groupby(["model", "graph", "metric"])["value"].agg(["mean", "std", "count"]).unstack("metric").round(4))
 else: print("Figure 2 needs runs with and without the graph for at least one model; none are published yet.")
-missing_note(missing, "paper_plugin_beauty.yaml")
+print(missing_line(missing))
 
 # %% [markdown]
 # ## Table 6: efficiency (Beauty)
@@ -213,7 +205,7 @@ show(pd.DataFrame(gpu_rows).set_index("record").round(3)) if gpu_rows else print
 done, missing = tables.get("paper_cold_beauty.yaml", (pd.DataFrame(columns=["metrics", "label", "seed"]), None))
 if len(done): show(cold_table(done).round(4))
 else: print("no published cold-start run yet")
-if missing is not None: missing_note(missing, "paper_cold_beauty.yaml")
+if missing is not None: print(missing_line(missing))
 
 # %% [markdown]
 # ## The compute plan
