@@ -83,3 +83,20 @@ def test_queues_take_free_slots_one_at_a_time(tmp_path, monkeypatch):
         time.sleep(0.1)
     p.terminate(); p.communicate(timeout=60)
     assert (tmp_path / "runs" / "mini-s0" / ".grid.lock").exists()  # and starts once the lock is free
+
+
+def test_killed_queue_run_resumes_at_once_but_hand_run_waits(tmp_path, monkeypatch):
+    "A run folder with a fresh last.pt is 'partial' when its queue lock is free (the queue died), 'running' when started by hand."
+    import importlib.util
+    monkeypatch.setenv("SAGEREC_RUNS", str(tmp_path / "runs"))
+    spec = importlib.util.spec_from_file_location("sagerec_grid_state", GRID)
+    mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)
+    job = {"name": "r-s0"}
+    f = tmp_path / "runs" / "r-s0"; f.mkdir(parents=True); (f / "last.pt").write_bytes(b"x")
+    assert mod.state(job, tmp_path / "results")[0] == "running"      # by hand, written just now
+    (f / ".grid.lock").touch()
+    assert mod.state(job, tmp_path / "results")[0] == "partial"      # a queue's run whose process is gone
+    import fcntl
+    with open(f / ".grid.lock") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        assert mod.state(job, tmp_path / "results")[0] == "running"  # a live queue holds the lock

@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ACTIVE_S = 600  # a run folder whose last.pt changed this recently is taken to be running in another process
+ACTIVE_S = 600  # a run folder without a queue's lock whose last.pt changed this recently is taken to be running by hand
 sys.path.insert(0, str(ROOT))
 
 
@@ -98,9 +98,13 @@ def state(job: dict, results: Path) -> tuple[str, str]:
     if has_test(results / job["name"]): return "published", ""
     if has_test(folder): return "done", ""
     if (runs_root() / "_grid" / f"{job['name']}.failed").exists(): return "failed", str(runs_root() / "_grid" / f"{job['name']}.failed")
-    if is_locked(folder / ".grid.lock"): return "running", epochs_of(folder)
+    lock = folder / ".grid.lock"
+    if is_locked(lock): return "running", epochs_of(folder)
     if (folder / "last.pt").exists():
-        if time.time() - (folder / "last.pt").stat().st_mtime < ACTIVE_S: return "running", epochs_of(folder) + " (outside this queue)"
+        # A queue's run holds its lock while it lives: a free lock means it ended (or was killed) and can resume now.
+        # Only a run started by hand (no lock file) is guessed to be running from a recent last.pt.
+        if not lock.exists() and time.time() - (folder / "last.pt").stat().st_mtime < ACTIVE_S:
+            return "running", epochs_of(folder) + " (outside this queue)"
         return "partial", epochs_of(folder)
     return "pending", ""
 
