@@ -406,20 +406,35 @@ assert np.isnan(eff.loc["SAGERec", "peak CUDA MB"])
 #
 # For every label with missing runs, the expected time is the number of missing runs × the mean epochs run × the
 # mean seconds per epoch of the finished runs *of the same label* (the same model, recipe and dataset). A label with
-# no finished run has no measured rate: its cost is unknown, and the plan says so rather than guess.
+# no finished run on this dataset has no measured rate. When the same label has finished runs on another dataset
+# (`like`, e.g. Beauty's), its cost there is scaled by how much longer a run takes here than there, the median of that
+# ratio over the labels finished on both; such rows say `estimated` and the ratio is in `plan.attrs`. Without `like`,
+# or with no shared label, the cost stays unknown rather than guessed.
 
 # %%
 #| export
-def compute_plan(done: pd.DataFrame, missing: pd.DataFrame, jobs: int = 2) -> pd.DataFrame:
-    "Per (grid, label) with missing runs: how many, the measured s/epoch and epochs of the finished ones, and the hours (`jobs` runs at a time)."
+def compute_plan(done: pd.DataFrame,               # finished runs of one dataset's grids (`grid_table`)
+                 missing: pd.DataFrame,            # their missing runs
+                 jobs: int = 2,                    # runs at a time
+                 like: pd.DataFrame | None = None, # finished runs of another dataset, to estimate labels never run here
+                ) -> pd.DataFrame:
+    "Per (grid, label) with missing runs: how many, the s/epoch and epochs of the finished ones, and the CPU hours (`estimated` when scaled from `like`)."
+    def per_run(d): return (d["s/epoch"] * d["epochs_run"]).groupby(d["label"]).mean()
+    here, ratio = per_run(done), np.nan
+    if like is not None and len(like):
+        there = per_run(like); shared = here.index.intersection(there.index)
+        if len(shared): ratio = float((here[shared] / there[shared]).median())
     rows = []
     for (grid, label), g in missing.groupby(["grid", "label"], sort=False):
         d = done[done.label == label]
         spe, ep = (d["s/epoch"].mean(), d["epochs_run"].mean()) if len(d) else (np.nan, np.nan)
+        hours, est = (len(g) * spe * ep / 3600, False) if len(d) else (np.nan, False)
+        if not len(d) and like is not None and not np.isnan(ratio) and label in set(like.label):
+            hours, est = len(g) * per_run(like)[label] * ratio / 3600, True
         rows.append({"grid": grid, "label": label, "missing": len(g), "finished": len(d), "s/epoch": spe, "epochs": ep,
-                     "CPU hours": len(g) * spe * ep / 3600 if len(d) else np.nan})
-    out = pd.DataFrame(rows, columns=["grid", "label", "missing", "finished", "s/epoch", "epochs", "CPU hours"])
-    out.attrs["wall hours"] = out["CPU hours"].sum(min_count=1) / jobs
+                     "CPU hours": hours, "estimated": est})
+    out = pd.DataFrame(rows, columns=["grid", "label", "missing", "finished", "s/epoch", "epochs", "CPU hours", "estimated"])
+    out.attrs.update({"wall hours": out["CPU hours"].sum(min_count=1) / jobs, "run-time ratio to like": ratio})
     return out
 
 
@@ -428,9 +443,23 @@ cp = compute_plan(done, missing)
 # cp
 
 # %%
-test_eq(cp["label"].tolist(), ["BERT4Rec"]); assert np.isnan(cp["CPU hours"].iloc[0])
+test_eq(cp["label"].tolist(), ["BERT4Rec"]); assert np.isnan(cp["CPU hours"].iloc[0]) and not cp["estimated"].iloc[0]
 cp2 = compute_plan(done, pd.DataFrame([{"grid": "g", "label": "SASRec", "run": "x", "seed": 9}]))
 test_close(cp2["CPU hours"].iloc[0], 2.0 * 30 / 3600)
+
+# %% [markdown]
+# With another dataset's runs as `like`: if SASRec and SAGERec took three times as long per run there and BERT4Rec ran
+# there, BERT4Rec's missing run here is estimated at a third of its time there.
+
+# %%
+other = done.assign(**{"s/epoch": done["s/epoch"] * 3})
+other = pd.concat([other, other[other.label == "SASRec"].assign(label="BERT4Rec", **{"s/epoch": 9.0})], ignore_index=True)
+cp3 = compute_plan(done, missing, like=other)
+cp3[["label", "CPU hours", "estimated"]], cp3.attrs["run-time ratio to like"]
+
+# %%
+test_close(cp3.attrs["run-time ratio to like"], 1 / 3); assert cp3["estimated"].iloc[0]
+test_close(cp3["CPU hours"].iloc[0], 9.0 * 30 / 3 / 3600)
 
 # %% [markdown]
 # ## Cold start (§5.8): the split

@@ -211,25 +211,31 @@ if missing is not None: print(missing_line(missing))
 # ## The compute plan
 #
 # Missing runs × mean epochs × mean seconds per epoch of the finished runs with the same label (same model, recipe and
-# dataset) on this machine; labels without a finished run have no measured rate and are left unknown
-# (`tools/model_speed.py` measures the seconds per epoch of the baselines). Two runs at a time on two cores.
+# dataset) on this machine (`sagerec.paper.compute_plan`). A label never run on Toys or ML-1M is *estimated* from its
+# Beauty runs, scaled by the median ratio of run times between that dataset and Beauty over the labels run on both
+# (the `estimated` column; the ratio is printed); labels with neither stay unknown (`tools/model_speed.py` measures a
+# model's seconds per epoch without a full run). Two runs at a time on two cores.
 
 # %%
 all_done = pd.concat([d for d, _ in tables.values()], ignore_index=True).drop_duplicates("run")
 all_missing = pd.concat([m for _, m in tables.values()], ignore_index=True).drop_duplicates("run")
-# a label means the same runs across the grids of one dataset, so rates are matched per dataset prefix of the grid
+# a label means the same runs across the grids of one dataset, so rates are matched per dataset suffix of the grid
+sel = lambda df, ds: df[df.grid.str.endswith(f"_{ds}.yaml")]
 plans = []
 for ds in DATASETS:
-    sel = lambda df: df[df.grid.str.endswith(f"_{ds}.yaml")]
-    p = compute_plan(sel(all_done), sel(all_missing))
-    if len(p): plans.append(p)
+    p = compute_plan(sel(all_done, ds), sel(all_missing, ds), like=None if ds == "beauty" else sel(all_done, "beauty"))
+    if len(p):
+        plans.append(p)
+        if ds != "beauty": print(f"{ds}: a run takes {p.attrs['run-time ratio to like']:.2f}× its Beauty time (median over the labels run on both)")
 plan = pd.concat(plans, ignore_index=True) if plans else pd.DataFrame()
 if len(plan):
     show(plan.round(2))
-    known = plan["CPU hours"].notna()
-    print(f"{int(plan['missing'].sum())} runs missing; measured cost of {int(plan.loc[known, 'missing'].sum())} of them: "
-          f"{plan.loc[known, 'CPU hours'].sum():.1f} CPU hours = {plan.loc[known, 'CPU hours'].sum() / 2:.1f} h wall at 2 runs at a time; "
-          f"{int(plan.loc[~known, 'missing'].sum())} runs of labels never run here: unknown.")
+    known, est = plan["CPU hours"].notna() & ~plan["estimated"], plan["estimated"]
+    unknown = plan["CPU hours"].isna()
+    print(f"{int(plan['missing'].sum())} runs missing: {int(plan.loc[known, 'missing'].sum())} measured at "
+          f"{plan.loc[known, 'CPU hours'].sum():.1f} CPU hours, {int(plan.loc[est, 'missing'].sum())} estimated at "
+          f"{plan.loc[est, 'CPU hours'].sum():.1f} CPU hours, {int(plan.loc[unknown, 'missing'].sum())} unknown; "
+          f"{plan['CPU hours'].sum() / 2:.1f} h wall at 2 runs at a time for the known and estimated ones.")
 else: print("nothing missing")
 
 # %% [markdown]
