@@ -318,6 +318,48 @@ assert not claimed_order(summ, best="SASRec", worst="SAGERec")["SASRec best"].an
 
 
 # %% [markdown]
+# Why a variant wins or loses is in its checkpoint. `edge_weight_summary` reads what a trained graph layer does with
+# its edges: the mean edge weight, the share of edges it has all but cut (weight < 0.1), how the weights rank against
+# the text cosines (Spearman, scipy), and how large the propagated term is against the raw row it is added to (median
+# over the items with edges). A fixed-weight layer (B) uses the cosines themselves; an untrained edge MLP starts near
+# 0.5 on every edge.
+
+# %%
+#| export
+def edge_weight_summary(model) -> dict:
+    "What a trained graph layer does with its edges: weights vs the text cosines, and the propagated term's size."
+    from scipy.stats import spearmanr
+    g = getattr(model, "graph", None)
+    check(g is not None, "The model has no graph layer (graph_mode 'none'): there are no edge weights to summarise.")
+    was = model.training; model.eval()
+    with torch.no_grad():
+        x = model.item_emb.weight
+        w, c = g.edge_weights(x).cpu().numpy(), g.edge_weight.cpu().numpy()
+        has = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device); has[g.edge_index[0]] = True
+        ratio = ((g(x) - x).norm(dim=1)[has] / x.norm(dim=1)[has].clamp_min(1e-12)).median().item()
+    model.train(was)
+    rho = float(spearmanr(w, c)[0]) if w.std() > 0 and c.std() > 0 else float("nan")
+    return {"mode": g.mode, "edges": int(len(w)), "mean weight": float(w.mean()), "share < 0.1": float((w < 0.1).mean()),
+            "Spearman with cosine": rho, "propagated / raw (median)": ratio}
+
+
+# %%
+from sagerec.graph import build_graph
+from sagerec.model import build_model
+torch.manual_seed(0)
+toy_emb = np.vstack([np.zeros(16), np.random.default_rng(0).standard_normal((40, 16))]).astype(np.float32)
+toy_graph = build_graph(toy_emb, k=3, tau=0.0)
+summaries = {mode: edge_weight_summary(build_model("sagerec", 40, {"dim": 8, "graph_mode": mode}, toy_graph)) for mode in ("learned", "fixed")}
+pd.DataFrame(summaries).T
+
+# %%
+test_close(summaries["fixed"]["Spearman with cosine"], 1.0)  # (B) weighs by the cosines themselves
+test_close(summaries["fixed"]["mean weight"], float(toy_graph.edge_weight.mean()), eps=1e-5)
+assert 0.3 < summaries["learned"]["mean weight"] < 0.7 and summaries["learned"]["share < 0.1"] == 0  # an untrained MLP: about 0.5 everywhere
+test_fail(lambda: edge_weight_summary(build_model("sagerec", 40, {"dim": 8, "graph_mode": "none"})), contains="no graph layer")
+
+
+# %% [markdown]
 # ## Figure 2: the graph plug-in, before and after
 
 # %%
@@ -405,7 +447,8 @@ assert np.isnan(eff.loc["SAGERec", "peak CUDA MB"])
 # ## The compute plan: what the missing runs cost
 #
 # For every label with missing runs, the expected time is the number of missing runs × the mean epochs run × the
-# mean seconds per epoch of the finished runs *of the same label* (the same model, recipe and dataset). A label with
+# mean seconds per epoch of the finished runs *of the same label* in the same grid (else in another grid of the same
+# dataset: the same model and recipe). A label with
 # no finished run on this dataset has no measured rate. When the same label has finished runs on another dataset
 # (`like`, e.g. Beauty's), its cost there is scaled by how much longer a run takes here than there, the median of that
 # ratio over the labels finished on both; such rows say `estimated` and the ratio is in `plan.attrs`. Without `like`,
@@ -426,7 +469,8 @@ def compute_plan(done: pd.DataFrame,               # finished runs of one datase
         if len(shared): ratio = float((here[shared] / there[shared]).median())
     rows = []
     for (grid, label), g in missing.groupby(["grid", "label"], sort=False):
-        d = done[done.label == label]
+        d = done[(done.grid == grid) & (done.label == label)]  # the same runs; else the same label in another grid
+        if not len(d): d = done[done.label == label]
         spe, ep = (d["s/epoch"].mean(), d["epochs_run"].mean()) if len(d) else (np.nan, np.nan)
         hours, est = (len(g) * spe * ep / 3600, False) if len(d) else (np.nan, False)
         if not len(d) and like is not None and not np.isnan(ratio) and label in set(like.label):

@@ -21,9 +21,9 @@ from .report import METRICS, load_run, paired_test, run_row, seed_summary
 
 # %% auto #0
 __all__ = ['COLD_RULE', 'grid_path', 'grid_runs', 'grid_table', 'missing_line', 'fake_run', 'paper_table', 'format_paper_table',
-           'load_published', 'published_comparison', 'claimed_order', 'plugin_frame', 'plot_plugin', 'efficiency_row',
-           'efficiency_table', 'compute_plan', 'pick_cold_items', 'cold_split', 'cold_users', 'text_rows',
-           'cold_metrics', 'cold_table', 'checkpoint_table', 'embedding_cosines']
+           'load_published', 'published_comparison', 'claimed_order', 'edge_weight_summary', 'plugin_frame',
+           'plot_plugin', 'efficiency_row', 'efficiency_table', 'compute_plan', 'pick_cold_items', 'cold_split',
+           'cold_users', 'text_rows', 'cold_metrics', 'cold_table', 'checkpoint_table', 'embedding_cosines']
 
 # %% ../nbs/09b_paper_tables.ipynb #02afd45f
 def grid_path(grid: Path | str) -> Path:
@@ -189,6 +189,23 @@ def claimed_order(summ: pd.DataFrame,             # from `paper_table` on the ab
                      f"{worst} worst": order[-1] == worst if worst in order else None})
     return pd.DataFrame(rows).set_index("metric")
 
+# %% ../nbs/09b_paper_tables.ipynb #905740f4
+def edge_weight_summary(model) -> dict:
+    "What a trained graph layer does with its edges: weights vs the text cosines, and the propagated term's size."
+    from scipy.stats import spearmanr
+    g = getattr(model, "graph", None)
+    check(g is not None, "The model has no graph layer (graph_mode 'none'): there are no edge weights to summarise.")
+    was = model.training; model.eval()
+    with torch.no_grad():
+        x = model.item_emb.weight
+        w, c = g.edge_weights(x).cpu().numpy(), g.edge_weight.cpu().numpy()
+        has = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device); has[g.edge_index[0]] = True
+        ratio = ((g(x) - x).norm(dim=1)[has] / x.norm(dim=1)[has].clamp_min(1e-12)).median().item()
+    model.train(was)
+    rho = float(spearmanr(w, c)[0]) if w.std() > 0 and c.std() > 0 else float("nan")
+    return {"mode": g.mode, "edges": int(len(w)), "mean weight": float(w.mean()), "share < 0.1": float((w < 0.1).mean()),
+            "Spearman with cosine": rho, "propagated / raw (median)": ratio}
+
 # %% ../nbs/09b_paper_tables.ipynb #827f6926
 def plugin_frame(done: pd.DataFrame,                    # from `grid_table`: labels '<model>' and '<model>+graph'
                  models: tuple[str, ...] = ("gru4rec", "bert4rec", "cl4srec"),
@@ -238,7 +255,7 @@ def efficiency_table(done: pd.DataFrame) -> pd.DataFrame:
     num = rows.drop(columns="device").groupby("label", sort=False).mean()
     return num.assign(device=rows.groupby("label", sort=False)["device"].first(), seeds=rows.groupby("label", sort=False).size())
 
-# %% ../nbs/09b_paper_tables.ipynb #d836f420
+# %% ../nbs/09b_paper_tables.ipynb #b9294697
 def compute_plan(done: pd.DataFrame,               # finished runs of one dataset's grids (`grid_table`)
                  missing: pd.DataFrame,            # their missing runs
                  jobs: int = 2,                    # runs at a time
@@ -252,7 +269,8 @@ def compute_plan(done: pd.DataFrame,               # finished runs of one datase
         if len(shared): ratio = float((here[shared] / there[shared]).median())
     rows = []
     for (grid, label), g in missing.groupby(["grid", "label"], sort=False):
-        d = done[done.label == label]
+        d = done[(done.grid == grid) & (done.label == label)]  # the same runs; else the same label in another grid
+        if not len(d): d = done[done.label == label]
         spe, ep = (d["s/epoch"].mean(), d["epochs_run"].mean()) if len(d) else (np.nan, np.nan)
         hours, est = (len(g) * spe * ep / 3600, False) if len(d) else (np.nan, False)
         if not len(d) and like is not None and not np.isnan(ratio) and label in set(like.label):
