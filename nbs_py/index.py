@@ -130,8 +130,8 @@
 # A rerun reproduces these numbers bit for bit only with the same number of CPU threads (`-p num_threads 1`), the
 # same torch build and the same code (`environment.git_commit` in each run's `params.json`): another thread count or a
 # later refactor sums in another order, which changes the last digits and, through early stopping, can change the
-# best epoch. (`beauty-sagerec-s0-constlr` retrained at a commit three days later, `results/reruns/`: training loss equal
-# to 4–5 digits, best epoch 54 instead of 69, test NDCG@10 0.0241 instead of 0.0265, inside the spread of that row's five seeds.)
+# best epoch. (`beauty-sagerec-s0-constlr` retrained at a commit three days later, `results/reruns/`: best epoch 54
+# instead of 69, test NDCG@10 0.0241 instead of 0.0265, inside the spread of that row's five seeds.)
 #
 # **Full ranking, history masked** (the default protocol):
 
@@ -260,8 +260,8 @@ test_markdown("sampled100")
 #   by the fixed cosine weights (`-p variant fixed_edges`, the paper's ablation (B)), the graph lifts the paper's BCE
 #   recipe by about 40% NDCG@10 over no graph (seeds 0, 1, 2, 4; the `fixed_edges` rows of the test table above), and
 #   under our best recipe (`beauty-recipe-best-fixed_edges`, seeds 0–2) it reaches NDCG@10 0.0593 / Recall@10 0.1023 /
-#   NDCG@20 0.0692 / Recall@20 0.1416 at d = 50 without the text feature: +11% over no graph and +7% over the learned
-#   edges on the same seeds, level with our best configuration at d = 64 (0.0585 on those seeds). This is beyond the
+#   NDCG@20 0.0692 / Recall@20 0.1416 at d = 50 without the text feature: +11% over no graph on the same seeds, +7%
+#   over the learned edges' five-seed mean (0.0556), level with our best configuration at d = 64 (0.0584). This is beyond the
 #   paper, a named variant beside the paper-faithful SAGERec (which keeps the learned MLP); seeds 3–4 and the text
 #   feature on top of it are next.
 # - *Does the graph help, with the paper's learned edge weights?* Under the paper's BCE recipe, no (five seeds, p > 0.5, the `reference` rows). **Under our
@@ -469,7 +469,7 @@ paper_grid_markdown("paper_ablation_beauty.yaml", ("(A) full",), claim=("(A) ful
 
 # %% [markdown]
 # **The claimed order does not hold on Beauty.** Fixed cosine weights (B) are far *ahead* of the full model (A) on every
-# metric (seeds 0, 1, 2 and 4 of (B): NDCG@10 0.0361 against 0.0259 for (A) on the same seeds, +40%), and ahead of no
+# metric (seeds 0, 1, 2 and 4 of (B): NDCG@10 0.0361 against 0.0259 for (A) over its five seeds, +40%), and ahead of no
 # graph (C) by as much (+42% NDCG@10, p = 2e-4: the `fixed_edges` / `reference` rows of "Is the graph's gain real?"
 # above); the random graph (D) is level with no graph, and (E) is below (seed 0 for D and E so far). The reason is in the checkpoints (`nbs/paper.ipynb`, "What the learned edge MLP does with the
 # graph", seed 0): the learned edge MLP cuts 96–99.7% of the edges to a weight below 0.1 and ranks them with no regard

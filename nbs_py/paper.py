@@ -284,7 +284,7 @@ if len(plan):
     print(f"{int(plan['missing'].sum())} runs missing: {int(plan.loc[known, 'missing'].sum())} measured at "
           f"{plan.loc[known, 'CPU hours'].sum():.1f} CPU hours, {int(plan.loc[est, 'missing'].sum())} estimated at "
           f"{plan.loc[est, 'CPU hours'].sum():.1f} CPU hours, {int(plan.loc[unknown, 'missing'].sum())} unknown; "
-          f"{plan['CPU hours'].sum() / 2:.1f} h wall at 2 runs at a time for the known and estimated ones.")
+          f"{sum(p.attrs['wall hours'] for p in plans):.1f} h wall at 2 runs at a time for the known and estimated ones.")
 else: print("nothing missing")
 
 # %% [markdown]

@@ -255,26 +255,25 @@ def efficiency_table(done: pd.DataFrame) -> pd.DataFrame:
     num = rows.drop(columns="device").groupby("label", sort=False).mean()
     return num.assign(device=rows.groupby("label", sort=False)["device"].first(), seeds=rows.groupby("label", sort=False).size())
 
-# %% ../nbs/09b_paper_tables.ipynb #b9294697
+# %% ../nbs/09b_paper_tables.ipynb #10fa732b
 def compute_plan(done: pd.DataFrame,               # finished runs of one dataset's grids (`grid_table`)
                  missing: pd.DataFrame,            # their missing runs
                  jobs: int = 2,                    # runs at a time
                  like: pd.DataFrame | None = None, # finished runs of another dataset, to estimate labels never run here
                 ) -> pd.DataFrame:
     "Per (grid, label) with missing runs: how many, the s/epoch and epochs of the finished ones, and the CPU hours (`estimated` when scaled from `like`)."
-    def per_run(d): return (d["s/epoch"] * d["epochs_run"]).groupby(d["label"]).mean()
-    here, ratio = per_run(done), np.nan
-    if like is not None and len(like):
-        there = per_run(like); shared = here.index.intersection(there.index)
-        if len(shared): ratio = float((here[shared] / there[shared]).median())
+    def per_run(d): return (d["s/epoch"] * d["epochs_run"]).groupby(d["label"]).mean()  # seconds per run, by label
+    here = per_run(done)
+    there = per_run(like) if like is not None and len(like) else pd.Series(dtype=float)
+    shared = here.index.intersection(there.index)
+    ratio = float((here[shared] / there[shared]).median()) if len(shared) else np.nan
     rows = []
     for (grid, label), g in missing.groupby(["grid", "label"], sort=False):
         d = done[(done.grid == grid) & (done.label == label)]  # the same runs; else the same label in another grid
         if not len(d): d = done[done.label == label]
         spe, ep = (d["s/epoch"].mean(), d["epochs_run"].mean()) if len(d) else (np.nan, np.nan)
-        hours, est = (len(g) * spe * ep / 3600, False) if len(d) else (np.nan, False)
-        if not len(d) and like is not None and not np.isnan(ratio) and label in set(like.label):
-            hours, est = len(g) * per_run(like)[label] * ratio / 3600, True
+        est = not len(d) and not np.isnan(ratio) and label in there.index
+        hours = len(g) * spe * ep / 3600 if len(d) else len(g) * there[label] * ratio / 3600 if est else np.nan
         rows.append({"grid": grid, "label": label, "missing": len(g), "finished": len(d), "s/epoch": spe, "epochs": ep,
                      "CPU hours": hours, "estimated": est})
     out = pd.DataFrame(rows, columns=["grid", "label", "missing", "finished", "s/epoch", "epochs", "CPU hours", "estimated"])
