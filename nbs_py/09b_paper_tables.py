@@ -333,7 +333,8 @@ def edge_weight_summary(model) -> dict:
     check(g is not None, "The model has no graph layer (graph_mode 'none'): there are no edge weights to summarise.")
     was = model.training; model.eval()
     with torch.no_grad():
-        x = model.item_emb.weight
+        x = model.item_emb.weight  # (N+1, D) the table the graph layer propagates: the ID rows, plus the text feature's projection
+        if getattr(model, "text_proj", None) is not None: x = x + model.text_proj(model.text_feats)
         w, c = g.edge_weights(x).cpu().numpy(), g.edge_weight.cpu().numpy()
         has = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device); has[g.edge_index[0]] = True
         ratio = ((g(x) - x).norm(dim=1)[has] / x.norm(dim=1)[has].clamp_min(1e-12)).median().item()
@@ -357,6 +358,48 @@ test_close(summaries["fixed"]["Spearman with cosine"], 1.0)  # (B) weighs by the
 test_close(summaries["fixed"]["mean weight"], float(toy_graph.edge_weight.mean()), eps=1e-5)
 assert 0.3 < summaries["learned"]["mean weight"] < 0.7 and summaries["learned"]["share < 0.1"] == 0  # an untrained MLP: about 0.5 everywhere
 test_fail(lambda: edge_weight_summary(build_model("sagerec", 40, {"dim": 8, "graph_mode": "none"})), contains="no graph layer")
+
+
+# %% [markdown]
+# Every training run with a graph layer records this summary for its best checkpoint in `metrics.json`
+# (`edge_weights`, written by `nbs/train.ipynb`), so the comparison needs no checkpoint: `edge_weight_table` lays the
+# recorded summaries of a grid's finished runs out as rows (runs published before the field existed have none and
+# are left out), beside each run's test NDCG@10.
+
+# %%
+#| export
+def edge_weight_table(done: pd.DataFrame,  # from `grid_table`: the finished runs, with their `metrics`
+                      by_label: bool = True,  # mean over seeds per label (else one row per run)
+                     ) -> pd.DataFrame:
+    "The `edge_weights` summaries the runs of `done` recorded, one row per run or per label (mean over its seeds)."
+    rows = [{"label": r["label"], "seed": r["seed"], "ndcg@10": r["ndcg@10"], **r["metrics"]["edge_weights"]}
+            for _, r in done.iterrows() if isinstance(r["metrics"], dict) and r["metrics"].get("edge_weights")]
+    if not rows: return pd.DataFrame()
+    t = pd.DataFrame(rows)
+    if not by_label: return t
+    num = t.drop(columns=["label", "mode", "seed"]).columns
+    out = t.groupby("label", sort=False)[list(num)].mean()
+    return out.assign(mode=t.groupby("label", sort=False)["mode"].first(), seeds=t.groupby("label", sort=False)["seed"].nunique())
+
+
+# %%
+ew = {"learned": summaries["learned"], "fixed": summaries["fixed"]}
+for mode, s in ew.items():
+    for seed in (0, 1): fake_run(tmp / "ew", f"ew-{mode}-s{seed}", seed=seed, metrics={m: 0.02 + 0.01 * seed for m in METRICS}, edge_weights=s)
+fake_run(tmp / "ew", "ew-old-s0")  # published before runs recorded the field
+(tmp / "ew.yaml").write_text("seeds: [0, 1]\nruns:\n  - {name: ew-learned, label: learned}\n  - {name: ew-fixed, label: fixed}\n"
+                             "  - {name: ew-old, label: old, seeds: [0]}\n")
+ew_table = edge_weight_table(grid_table([tmp / "ew.yaml"], tmp / "ew")[0])
+ew_table
+
+# %%
+test_eq(list(ew_table.index), ["learned", "fixed"]); test_eq(ew_table["seeds"].tolist(), [2, 2])  # the run without the field is left out
+test_close(ew_table.loc["fixed", "Spearman with cosine"], 1.0); test_close(ew_table.loc["learned", "ndcg@10"], 0.025)
+test_eq(len(edge_weight_table(grid_table([tmp / "ew.yaml"], tmp / "ew")[0], by_label=False)), 4)
+# the text variants propagate the ID rows plus the text projection: the summary reads that table, not the ID rows alone
+text_model = build_model("sagerec", 40, {"dim": 8, "graph_mode": "fixed", "text_input": True, "text_dim": 4}, toy_graph.with_features(toy_emb))
+with torch.no_grad(): text_model.item_emb.weight.zero_()
+assert edge_weight_summary(text_model)["propagated / raw (median)"] > 0  # on the ID rows alone (all zero) it would be nan or 0
 
 
 # %% [markdown]

@@ -153,7 +153,7 @@ from IPython.display import Markdown
 from sagerec.core import project_root
 from sagerec.report import ablation_table, graph_tests, recipe_summary, reference_recipe, results_dir
 RESULTS = (project_root() or Path.cwd().parent) / results_folder if results_folder else results_dir()  # every table on this page reads it
-SAGEREC_VARIANTS = ("sagerec", "sasrec", "fixed_edges", "random_graph", "no_position", "gated", "text", "text_graph", "text_gated")
+SAGEREC_VARIANTS = ("sagerec", "sasrec", "fixed_edges", "random_graph", "no_position", "gated", "text", "text_graph", "text_gated", "text_fixed")
 
 
 # %%

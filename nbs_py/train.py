@@ -53,7 +53,7 @@ from typing import Optional  # papermill reads the types of the parameters below
 # %% tags=["parameters"]
 # --- what to run
 dataset: str = "beauty-mini"        # 'beauty-mini' (embedded, needs no data), 'beauty', 'toys', 'ml-1m'
-variant: str = "sagerec"            # 'sagerec' (A), 'sasrec' (no graph, C), 'fixed_edges' (B), 'random_graph' (D), 'no_position' (E); beyond the paper: 'gated', 'text', 'text_graph', 'text_gated' 
+variant: str = "sagerec"            # 'sagerec' (A), 'sasrec' (no graph, C), 'fixed_edges' (B), 'random_graph' (D), 'no_position' (E); beyond the paper: 'gated', 'text', 'text_graph', 'text_gated', 'text_fixed' 
 # >>> models (issue 10)
 model: Optional[str] = None         # a registered model ('bpr', 'gru4rec', 'caser', 'sasrec', 'bert4rec', 'cl4srec', 'sagerec', ...); None -> `variant`
 graph: Optional[bool] = None        # the semantic graph layer in front of the model's item table; None -> the model's default (on: sagerec only)
@@ -132,6 +132,7 @@ VARIANTS = {  # variant -> (model name, graph, ModelConfig overrides)
     "text":         ("sasrec",  "semantic", dict(graph_mode="none", text_input=True)),
     "text_graph":   ("sagerec", "semantic", dict(graph_mode="learned", text_input=True)),
     "text_gated":   ("sagerec", "semantic", dict(graph_mode="learned", text_input=True, graph_gate=True)),
+    "text_fixed":   ("sagerec", "semantic", dict(graph_mode="fixed", text_input=True)),  # the text feature + (B)'s fixed cosine weights
 }
 globals().update(notebook_params(globals(), configs=(ModelConfig, TrainConfig),
                                  checks={"variant": one_of(*VARIANTS), "model": one_of(None, *registered_models())}))
@@ -344,8 +345,14 @@ assert test["sampled100"]["recall@10"] >= test["full-masked"]["recall@10"]
 
 # %%
 peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+# what the best checkpoint's graph layer does with its edges (sagerec.paper.edge_weight_summary): kept with the metrics,
+# so the comparison of learned and fixed edge weights (nbs/paper.ipynb) needs no checkpoint
+edge_weights, has_graph_layer = {}, getattr(model, "graph", None) is not None and hasattr(model, "item_emb")
+if has_graph_layer:
+    from sagerec.paper import edge_weight_summary
+    edge_weights = {"edge_weights": edge_weight_summary(model)}
 if dev.type == "cuda": peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-rec.log_metrics(test=test, test_by_popularity=by_popularity, eval_seconds=eval_seconds, valid_at_best=valid_best, graph=graph_info, n_params=n_params, **test_cold,
+rec.log_metrics(test=test, test_by_popularity=by_popularity, eval_seconds=eval_seconds, valid_at_best=valid_best, graph=graph_info, n_params=n_params, **test_cold, **edge_weights,
                 total_seconds=time.perf_counter() - t_start, **peak, device=str(dev),
                 device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                 torch_threads=torch.get_num_threads())
@@ -357,3 +364,4 @@ summary
 # %%
 saved = json.loads((run_folder / "metrics.json").read_text())
 assert set(saved["test"]) == set(protocols) and (run_folder / "best.pt").exists() and (run_folder / "learning_curve.png").exists()
+assert ("edge_weights" in saved) == has_graph_layer  # every run with a graph layer records its edge weights

@@ -21,9 +21,10 @@ from .report import METRICS, load_run, paired_test, run_row, seed_summary
 
 # %% auto #0
 __all__ = ['COLD_RULE', 'grid_path', 'grid_runs', 'grid_table', 'missing_line', 'fake_run', 'paper_table', 'format_paper_table',
-           'load_published', 'published_comparison', 'claimed_order', 'edge_weight_summary', 'plugin_frame',
-           'plot_plugin', 'efficiency_row', 'efficiency_table', 'compute_plan', 'pick_cold_items', 'cold_split',
-           'cold_users', 'text_rows', 'cold_metrics', 'cold_table', 'checkpoint_table', 'embedding_cosines']
+           'load_published', 'published_comparison', 'claimed_order', 'edge_weight_summary', 'edge_weight_table',
+           'plugin_frame', 'plot_plugin', 'efficiency_row', 'efficiency_table', 'compute_plan', 'pick_cold_items',
+           'cold_split', 'cold_users', 'text_rows', 'cold_metrics', 'cold_table', 'checkpoint_table',
+           'embedding_cosines']
 
 # %% ../nbs/09b_paper_tables.ipynb #02afd45f
 def grid_path(grid: Path | str) -> Path:
@@ -189,7 +190,7 @@ def claimed_order(summ: pd.DataFrame,             # from `paper_table` on the ab
                      f"{worst} worst": order[-1] == worst if worst in order else None})
     return pd.DataFrame(rows).set_index("metric")
 
-# %% ../nbs/09b_paper_tables.ipynb #905740f4
+# %% ../nbs/09b_paper_tables.ipynb #348cfc11
 def edge_weight_summary(model) -> dict:
     "What a trained graph layer does with its edges: weights vs the text cosines, and the propagated term's size."
     from scipy.stats import spearmanr
@@ -197,7 +198,8 @@ def edge_weight_summary(model) -> dict:
     check(g is not None, "The model has no graph layer (graph_mode 'none'): there are no edge weights to summarise.")
     was = model.training; model.eval()
     with torch.no_grad():
-        x = model.item_emb.weight
+        x = model.item_emb.weight  # (N+1, D) the table the graph layer propagates: the ID rows, plus the text feature's projection
+        if getattr(model, "text_proj", None) is not None: x = x + model.text_proj(model.text_feats)
         w, c = g.edge_weights(x).cpu().numpy(), g.edge_weight.cpu().numpy()
         has = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device); has[g.edge_index[0]] = True
         ratio = ((g(x) - x).norm(dim=1)[has] / x.norm(dim=1)[has].clamp_min(1e-12)).median().item()
@@ -205,6 +207,20 @@ def edge_weight_summary(model) -> dict:
     rho = float(spearmanr(w, c)[0]) if w.std() > 0 and c.std() > 0 else float("nan")
     return {"mode": g.mode, "edges": int(len(w)), "mean weight": float(w.mean()), "share < 0.1": float((w < 0.1).mean()),
             "Spearman with cosine": rho, "propagated / raw (median)": ratio}
+
+# %% ../nbs/09b_paper_tables.ipynb #e3dd68a1
+def edge_weight_table(done: pd.DataFrame,  # from `grid_table`: the finished runs, with their `metrics`
+                      by_label: bool = True,  # mean over seeds per label (else one row per run)
+                     ) -> pd.DataFrame:
+    "The `edge_weights` summaries the runs of `done` recorded, one row per run or per label (mean over its seeds)."
+    rows = [{"label": r["label"], "seed": r["seed"], "ndcg@10": r["ndcg@10"], **r["metrics"]["edge_weights"]}
+            for _, r in done.iterrows() if isinstance(r["metrics"], dict) and r["metrics"].get("edge_weights")]
+    if not rows: return pd.DataFrame()
+    t = pd.DataFrame(rows)
+    if not by_label: return t
+    num = t.drop(columns=["label", "mode", "seed"]).columns
+    out = t.groupby("label", sort=False)[list(num)].mean()
+    return out.assign(mode=t.groupby("label", sort=False)["mode"].first(), seeds=t.groupby("label", sort=False)["seed"].nunique())
 
 # %% ../nbs/09b_paper_tables.ipynb #827f6926
 def plugin_frame(done: pd.DataFrame,                    # from `grid_table`: labels '<model>' and '<model>+graph'
