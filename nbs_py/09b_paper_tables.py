@@ -338,10 +338,19 @@ def edge_weight_summary(model) -> dict:
         w, c = g.edge_weights(x).cpu().numpy(), g.edge_weight.cpu().numpy()
         has = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device); has[g.edge_index[0]] = True
         ratio = ((g(x) - x).norm(dim=1)[has] / x.norm(dim=1)[has].clamp_min(1e-12)).median().item()
+        # how evenly each item spreads its incoming weight over its neighbours: exp(entropy) / in-degree, 1 = all equal
+        lw, dst = g.log_edge_weights(x).double(), g.edge_index[1]  # (E,) log weights, exact where the weights underflow
+        n = x.shape[0]
+        lse = torch.full((n,), -torch.inf, dtype=lw.dtype, device=lw.device).scatter_reduce(0, dst, lw, "amax")
+        lse = lse + torch.zeros(n, dtype=lw.dtype, device=lw.device).index_add_(0, dst, (lw - lse[dst]).exp()).log()  # log sum_j w_ij
+        logp = lw - lse[dst]  # (E,) log of each edge's share of its receiver's incoming weight
+        ent = torch.zeros(n, dtype=lw.dtype, device=lw.device).index_add_(0, dst, -(logp.exp() * logp))
+        deg = torch.zeros(n, dtype=lw.dtype, device=lw.device).index_add_(0, dst, torch.ones_like(lw))
+        evenness = (ent.exp() / deg.clamp_min(1))[deg > 0].median().item()
     model.train(was)
     rho = float(spearmanr(w, c)[0]) if w.std() > 0 and c.std() > 0 else float("nan")
     return {"mode": g.mode, "edges": int(len(w)), "mean weight": float(w.mean()), "share < 0.1": float((w < 0.1).mean()),
-            "Spearman with cosine": rho, "propagated / raw (median)": ratio}
+            "Spearman with cosine": rho, "evenness (median)": evenness, "propagated / raw (median)": ratio}
 
 
 # %%
@@ -358,6 +367,31 @@ test_close(summaries["fixed"]["Spearman with cosine"], 1.0)  # (B) weighs by the
 test_close(summaries["fixed"]["mean weight"], float(toy_graph.edge_weight.mean()), eps=1e-5)
 assert 0.3 < summaries["learned"]["mean weight"] < 0.7 and summaries["learned"]["share < 0.1"] == 0  # an untrained MLP: about 0.5 everywhere
 test_fail(lambda: edge_weight_summary(build_model("sagerec", 40, {"dim": 8, "graph_mode": "none"})), contains="no graph layer")
+
+# %% [markdown]
+# **The weights' scale does not matter, only how they compare.** The layer normalises by the weighted degrees
+# ($w_{ij} / \sqrt{d_i d_j}$), so multiplying every weight by the same factor changes nothing it computes. An edge MLP
+# whose output bias is pushed far negative (every weight about $e^{-12}$, then $e^{-20}$ times its former size) has
+# "cut" every edge below 0.1, yet propagates exactly as before: "mean weight" and "share < 0.1" describe the MLP's
+# scale, not what reaches the items. What does is the *evenness* (how evenly an item's incoming weight is spread over
+# its neighbours, the exponential of the entropy over the in-degree: 1 when all are equal) and, in the end, the size
+# of the propagated term against the raw row.
+
+# %%
+shifted = build_model("sagerec", 40, {"dim": 8, "graph_mode": "learned"}, toy_graph)
+shift = {}
+for b in (-12.0, -20.0):
+    with torch.no_grad(): shifted.graph.edge_mlp.lin2.bias.fill_(b)
+    shift[f"output bias {b:g}"] = edge_weight_summary(shifted)
+pd.DataFrame(shift).T
+
+# %%
+a, b = shift.values()
+assert a["share < 0.1"] == b["share < 0.1"] == 1 and b["mean weight"] < 1e-3 * a["mean weight"]
+test_close(a["propagated / raw (median)"], b["propagated / raw (median)"], eps=1e-5)  # same propagation at any scale
+test_close(a["evenness (median)"], b["evenness (median)"], eps=1e-6)
+test_close(summaries["fixed"]["evenness (median)"], 1.0, eps=0.1)  # cosines above tau are of similar size: nearly even
+assert 0 < summaries["learned"]["evenness (median)"] <= 1
 
 
 # %% [markdown]
