@@ -100,3 +100,20 @@ def test_killed_queue_run_resumes_at_once_but_hand_run_waits(tmp_path, monkeypat
     with open(f / ".grid.lock") as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)
         assert mod.state(job, tmp_path / "results")[0] == "running"  # a live queue holds the lock
+
+
+def test_finished_run_is_published_while_every_slot_is_busy(tmp_path):
+    "A queue publishes a run that finished outside it at once, without waiting for a free slot."
+    import fcntl, time
+    from sagerec.paper import fake_run
+    runs = tmp_path / "runs"
+    fake_run(runs, "done-s0")  # finished (it has test metrics), not published yet
+    (runs / "busy").mkdir(parents=True)
+    g = write(tmp_path, "runs:\n  - {name: done}\n")
+    env = {**os.environ, "SAGEREC_RUNS": str(runs)}
+    with open(runs / "busy" / ".grid.lock", "w") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)  # another queue's run holds the only slot
+        t0 = time.time()
+        out = grid("run", g, "--jobs", "1", "--poll", "0.2", "--results", tmp_path / "results", env=env).stdout
+    assert "done-s0 was finished: published" in out and time.time() - t0 < 60
+    assert (tmp_path / "results" / "done-s0" / "metrics.json").exists()

@@ -185,7 +185,13 @@ def expand_all(paths) -> list[dict]:
 
 
 def admit(args, queue: list, running: dict, results: Path, done_now: int) -> None:
-    "Start queued runs while fewer than `--jobs` runs are active (call under `admission()`)."
+    "Publish the queue's finished runs, then start queued runs while fewer than `--jobs` runs are active (call under `admission()`)."
+    for job in list(queue):  # publishing needs no free slot: a finished run is published even while every slot is busy
+        st, _ = state(job, results)
+        if st == "published": queue.remove(job)
+        elif st == "done":
+            print(f"[{time.strftime('%H:%M:%S')}] {job['name']} was finished: published to {publish(job, results)}", flush=True)
+            queue.remove(job)
     while active_runs() < args.jobs and queue:
         job = queue.pop(0)
         st, _ = state(job, results)
