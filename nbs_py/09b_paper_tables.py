@@ -319,10 +319,10 @@ assert not claimed_order(summ, best="SASRec", worst="SAGERec")["SASRec best"].an
 
 # %% [markdown]
 # Why a variant wins or loses is in its checkpoint. `edge_weight_summary` reads what a trained graph layer does with
-# its edges: the mean edge weight, the share of edges it has all but cut (weight < 0.1), how the weights rank against
-# the text cosines (Spearman, scipy), and how large the propagated term is against the raw row it is added to (median
-# over the items with edges). A fixed-weight layer (B) uses the cosines themselves; an untrained edge MLP starts near
-# 0.5 on every edge.
+# its edges: the mean edge weight and the share of edges below 0.1 (the MLP's scale), how the weights rank against
+# the text cosines (Spearman, scipy), how evenly each item's incoming weight is spread over its neighbours, and how
+# large the propagated term is against the raw row it is added to (median over the items with edges). A fixed-weight
+# layer (B) uses the cosines themselves; an untrained edge MLP starts near 0.5 on every edge.
 
 # %%
 #| export

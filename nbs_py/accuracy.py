@@ -210,6 +210,11 @@ STEPS = {  # step: (runs with it, runs without it), by run name without the seed
     "text feature, d 64": ("beauty-recipe-best-text-d64", "beauty-recipe-best-d64"),
     "graph on top of the text feature, d 64": ("beauty-recipe-best-text_graph-d64", "beauty-recipe-best-text-d64"),
     "text feature + graph, d 64": ("beauty-recipe-best-text_graph-d64", "beauty-recipe-best-d64"),
+    # the fixed cosine weights (Table 5's B) in place of the learned edge MLP (nbs/paper.ipynb: the MLP cuts its edges)
+    "fixed instead of learned edge weights, d 50": ("beauty-recipe-best-fixed_edges", "beauty-recipe-posnorm-sspop-sagerec"),
+    "fixed-weight graph, d 50": ("beauty-recipe-best-fixed_edges", "beauty-recipe-posnorm-sspop"),
+    "fixed-weight graph on top of the text feature, d 64": ("beauty-recipe-best-text_fixed-d64", "beauty-recipe-best-text-d64"),
+    "fixed instead of learned edge weights, text feature, d 64": ("beauty-recipe-best-text_fixed-d64", "beauty-recipe-best-text_graph-d64"),
 }
 named = runs.assign(row=runs["run"].str.replace(r"-s\d+$", "", regex=True))
 steps = {}

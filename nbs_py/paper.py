@@ -89,7 +89,8 @@ assert (stats2["users"] > 6000).all() and (stats2["sparsity_%"] > 90).all()
 # headline; the same checkpoints unmasked and against 100 sampled negatives follow, labelled.
 
 # %%
-OURS = ("SAGERec (paper recipe)", "SAGERec (published-level BCE)", "SAGERec (best recipe)", "SAGERec, fixed edges (best recipe)", "SAGERec + text (best recipe, d 64)")
+OURS = ("SAGERec (paper recipe)", "SAGERec (published-level BCE)", "SAGERec (best recipe)", "SAGERec, fixed edges (best recipe)", "SAGERec + text (best recipe, d 64)",
+        "SAGERec + text, fixed edges (best recipe, d 64)")
 def results_table(ds: str, protocol: str = "full-masked") -> None:
     grid = f"paper_main_{ds}.yaml"
     done, missing = grid_table([grid], RESULTS, protocol)
@@ -151,9 +152,12 @@ for ds in DATASETS:
 #
 # (B) replaces the learned edge MLP of (A) with the fixed cosine weights and nothing else. The checkpoints say what the
 # MLP learned (`sagerec.paper.edge_weight_summary`, from the run folders in `runs_folder`, which hold `best.pt`; not
-# committed): its mean edge weight, the share of edges it has all but cut (< 0.1), the Spearman correlation of its
-# weights with the text cosines, and the size of the propagated term against the raw row it is added to (median over
-# items with edges), for SAGERec under three recipes beside the fixed-weight layer under two. Each row names the
+# committed): its mean edge weight, the share of edges below 0.1, the Spearman correlation of its weights with the text
+# cosines, how evenly each item's incoming weight is spread (checkpoints read before that column existed lack it), and
+# the size of the propagated term against the raw row it is added to (median over items with edges), for SAGERec
+# under three recipes beside the fixed-weight layer under two. The layer divides the weights by the weighted degrees,
+# so their scale cancels (`nbs/09b_paper_tables.ipynb`): the first two columns describe the MLP's scale, not what
+# reaches the items; the last one does. Each row names the
 # checkpoint's own test NDCG@10 and the commit that trained it (a checkpoint retrained at a later commit than the
 # published run matches it only to seed noise, not bit for bit). Runs whose checkpoint is not in `runs_folder` are
 # skipped and named.
@@ -194,6 +198,43 @@ print("checkpoints not found under runs_folder, skipped:", [EDGE_CASES[k] for k 
 if edge_summary is not None:
     fixed = edge_summary[edge_summary["mode"] == "fixed"]
     assert (fixed["Spearman with cosine"].astype(float) > 0.999).all()  # (B) weighs by the cosines themselves
+
+# %% [markdown]
+# ### Do the graph dropouts make the MLP cut its edges? (Beauty, three seeds)
+#
+# A hypothesis for the table above: with 20% of the edges and half the nodes dropped at every step, the propagated
+# term is mostly noise during training, and the MLP learns to switch it off. `configs/grids/graph_weights.yaml` trains
+# (A) and (B) with both graph dropouts off under the same recipe, beside Table 5's (A) and (B). Every run records the
+# edge-weight summary of its best checkpoint in its `metrics.json` (runs published before that field existed have
+# none), so this table needs no checkpoint; metrics are full ranking with the history masked.
+
+# %%
+from sagerec.paper import edge_weight_table
+gw_done, gw_missing = grid_table(["graph_weights.yaml"], RESULTS)
+gw_edges = pd.DataFrame()
+if len(gw_done):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gw_summ, _ = paper_table(gw_done, ours=())
+    show(format_paper_table(gw_summ))
+    gw_edges = edge_weight_table(gw_done)
+    show(gw_edges.drop(columns=["edges"]).round(3) if len(gw_edges) else "no run of this grid has recorded its edge weights yet")
+    # each layer without its graph dropouts against itself with them, paired over the seeds both have
+    from sagerec.report import paired_test
+    gw_tests = {}
+    for mode in ("(A) learned", "(B) fixed"):
+        a, b = f"{mode}, no graph dropout", f"{mode}, graph dropouts"
+        have = gw_done[gw_done["label"].isin([a, b])].groupby("label")["seed"].apply(set)
+        if len(have) == 2 and len(have[a] & have[b]) >= 2:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gw_tests[f"{a} vs {b}"] = paired_test(gw_done[gw_done["label"].isin([a, b])], a, b, label="label")[["gain", "p", "seeds"]]
+    if gw_tests: show(pd.concat(gw_tests, names=["comparison", "metric"]).unstack("metric").round(4))
+print(missing_line(gw_missing))
+
+# %%
+if len(gw_edges):
+    assert (gw_edges.loc[gw_edges["mode"] == "fixed", "Spearman with cosine"] > 0.999).all()  # (B) weighs by the cosines
 
 # %% [markdown]
 # ## Figure 2: the graph plug-in on GRU4Rec, BERT4Rec and CL4SRec (Beauty)
