@@ -478,7 +478,7 @@ paper_grid_markdown("paper_ablation_beauty.yaml", ("(A) full",), claim=("(A) ful
 # **The claimed order does not hold on Beauty.** Fixed cosine weights (B) are far *ahead* of the full model (A) on every
 # metric (five seeds each: NDCG@10 0.0361 against 0.0259, +39%), and ahead of no graph (C) by as much (+42% NDCG@10,
 # p = 8e-6; Recall@10 +34%, Recall@20 +26%, p ≤ 2e-4: the `fixed_edges` / `reference` rows of "Is the graph's gain
-# real?" above); the random graph (D) is level with no graph, and (E) is last (seeds 0–2 of D and E so far). Toys says the
+# real?" above); the random graph (D) is level with no graph, and (E) is last (seeds 0–2 of D, all five of E). Toys says the
 # same at its first seed (table below). **Why the learned layer loses** (`nbs/paper.ipynb`, "What the learned edge MLP
 # does with the graph" and the table after it). The layer divides the edge weights by the weighted degrees, so their
 # scale cancels; what counts is how large the propagated term is against the raw row it is added to. Under the
