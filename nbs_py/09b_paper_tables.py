@@ -329,23 +329,21 @@ assert not claimed_order(summ, best="SASRec", worst="SAGERec")["SASRec best"].an
 def edge_weight_summary(model) -> dict:
     "What a trained graph layer does with its edges: weights vs the text cosines, and the propagated term's size."
     from scipy.stats import spearmanr
+    from sagerec.propagation import scatter_logsumexp
     g = getattr(model, "graph", None)
     check(g is not None, "The model has no graph layer (graph_mode 'none'): there are no edge weights to summarise.")
     was = model.training; model.eval()
     with torch.no_grad():
         x = model.item_emb.weight  # (N+1, D) the table the graph layer propagates: the ID rows, plus the text feature's projection
         if getattr(model, "text_proj", None) is not None: x = x + model.text_proj(model.text_feats)
-        w, c = g.edge_weights(x).cpu().numpy(), g.edge_weight.cpu().numpy()
-        has = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device); has[g.edge_index[0]] = True
+        lw, dst, n = g.log_edge_weights(x).double(), g.edge_index[1], x.shape[0]  # (E,) log weights, exact where weights underflow
+        w, c = lw.exp().float().cpu().numpy(), g.edge_weight.cpu().numpy()
+        has = torch.zeros(n, dtype=torch.bool, device=x.device); has[g.edge_index[0]] = True
         ratio = ((g(x) - x).norm(dim=1)[has] / x.norm(dim=1)[has].clamp_min(1e-12)).median().item()
         # how evenly each item spreads its incoming weight over its neighbours: exp(entropy) / in-degree, 1 = all equal
-        lw, dst = g.log_edge_weights(x).double(), g.edge_index[1]  # (E,) log weights, exact where the weights underflow
-        n = x.shape[0]
-        lse = torch.full((n,), -torch.inf, dtype=lw.dtype, device=lw.device).scatter_reduce(0, dst, lw, "amax")
-        lse = lse + torch.zeros(n, dtype=lw.dtype, device=lw.device).index_add_(0, dst, (lw - lse[dst]).exp()).log()  # log sum_j w_ij
-        logp = lw - lse[dst]  # (E,) log of each edge's share of its receiver's incoming weight
-        ent = torch.zeros(n, dtype=lw.dtype, device=lw.device).index_add_(0, dst, -(logp.exp() * logp))
-        deg = torch.zeros(n, dtype=lw.dtype, device=lw.device).index_add_(0, dst, torch.ones_like(lw))
+        logp = lw - scatter_logsumexp(lw, dst, n)[dst]  # (E,) log of each edge's share of its receiver's incoming weight
+        ent = lw.new_zeros(n).index_add_(0, dst, -(logp.exp() * logp))  # (N,)
+        deg = torch.bincount(dst, minlength=n)  # (N,) in-degree
         evenness = (ent.exp() / deg.clamp_min(1))[deg > 0].median().item()
     model.train(was)
     rho = float(spearmanr(w, c)[0]) if w.std() > 0 and c.std() > 0 else float("nan")
