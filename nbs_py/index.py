@@ -262,10 +262,10 @@ test_markdown("sampled100")
 #   the `fixed_edges` rows of the test table above). Under our best recipe (`beauty-recipe-best-fixed_edges`, seeds
 #   0–3) it reaches NDCG@10 0.0593 / Recall@10 0.1023 at d = 50 without the text feature: +11% NDCG@10 over no graph
 #   (p = 7e-4) and +7% over the learned edges on the same seeds (p = 6e-4). **With the text feature as well**
-#   (`-p variant text_fixed -p dim 64` on top of `configs/recipes/best.yaml`, seeds 0, 1, 2, 4) it is **our best
-#   configuration**: NDCG@10 0.0635 ± 0.0004 / Recall@10 0.1087 ± 0.0008 / NDCG@20 0.0738 / Recall@20 0.1498, +9%
-#   NDCG@10 over the same model with learned edges (`text_graph`, p = 4e-4) and +13% over the text feature without
-#   a graph (p = 6e-4; `nbs/accuracy.ipynb`'s steps table), above BSARec's published 0.1008 / 0.0611 (a different
+#   (`-p variant text_fixed -p dim 64` on top of `configs/recipes/best.yaml`, five seeds) it is **our best
+#   configuration**: NDCG@10 0.0636 ± 0.0004 / Recall@10 0.1086 ± 0.0007 / NDCG@20 0.0738 / Recall@20 0.1495, +9%
+#   NDCG@10 over the same model with learned edges (`text_graph`, p < 1e-4) and +14% over the text feature without
+#   a graph (p < 1e-4; `nbs/accuracy.ipynb`'s steps table), above BSARec's published 0.1008 / 0.0611 (a different
 #   model, same split and protocol). On Toys the fixed edges lead as well (d = 50, seeds 0–2: NDCG@10 0.0647 against
 #   0.0609 with learned edges and 0.0581 without a graph; with the text feature at d = 64, seed 0 reaches 0.0686 against
 #   0.0643 for learned edges over five seeds; Tables 3–4, Toys). Both are beyond the paper, named variants
