@@ -433,36 +433,40 @@ text_model = build_model("sagerec", 40, {"dim": 8, "graph_mode": "fixed", "text_
 with torch.no_grad(): text_model.item_emb.weight.zero_()
 assert edge_weight_summary(text_model)["propagated / raw (median)"] > 0  # on the ID rows alone (all zero) it would be nan or 0
 
-
 # %% [markdown]
 # ## Figure 2: the graph plug-in, before and after
 
 # %%
 #| export
-def plugin_frame(done: pd.DataFrame,                    # from `grid_table`: labels '<model>' and '<model>+graph'
+PLUGIN_GRAPHS = {"": "without", "+graph": "learned graph", "+fixed_graph": "fixed graph"}  # label suffix -> bar
+
+def plugin_frame(done: pd.DataFrame,                    # from `grid_table`: labels '<model>', '<model>+graph', '<model>+fixed_graph'
                  models: tuple[str, ...] = ("gru4rec", "bert4rec", "cl4srec"),
                  metrics: tuple[str, ...] = METRICS,
                 ) -> pd.DataFrame:
-    "Long table (model, graph, metric, seed, value) of the runs of each model without and with the graph plug-in."
+    """Long table (model, graph, metric, seed, value) of the runs of each model without the graph, with the learned
+    plug-in and with the plug-in on fixed cosine weights; `graph` is one of `PLUGIN_GRAPHS`' values."""
     rows = []
     for _, r in done.iterrows():
         v = str(r["variant"])
-        base = v.removesuffix("+graph")
+        suffix = next((s for s in PLUGIN_GRAPHS if s and v.endswith(s)), "")
+        base = v.removesuffix(suffix) if suffix else v
         if base not in models: continue
-        for m in metrics: rows.append({"model": base, "graph": v.endswith("+graph"), "metric": m, "seed": r["seed"], "value": r[m]})
+        for m in metrics:
+            rows.append({"model": base, "graph": PLUGIN_GRAPHS[suffix], "metric": m, "seed": r["seed"], "value": r[m]})
     return pd.DataFrame(rows, columns=["model", "graph", "metric", "seed", "value"])
 
 def plot_plugin(long: pd.DataFrame,                    # from `plugin_frame`
                 title: str = "Graph plug-in (Beauty, full ranking, masked)"):
-    "Figure 2: one panel per metric, before/after bars per model; whiskers = std over seeds (points = seeds)."
+    "Figure 2: one panel per metric, bars per model without / with the graph (learned, fixed); whiskers = std over seeds."
     import matplotlib.pyplot as plt
     import seaborn as sns
     check(len(long) > 0, "No plug-in runs to plot: run configs/grids/paper_plugin_beauty.yaml first.")
     ms = list(dict.fromkeys(long["metric"]))
+    bars = [g for g in PLUGIN_GRAPHS.values() if (long["graph"] == g).any()]
     fig, axes = plt.subplots(1, len(ms), figsize=(3.1 * len(ms), 3.0), squeeze=False)
     for ax, m in zip(axes[0], ms):
-        d = long[long.metric == m].assign(graph=lambda x: np.where(x.graph, "with graph", "without"))
-        sns.barplot(d, x="model", y="value", hue="graph", hue_order=["without", "with graph"], errorbar="sd", capsize=0.1,
+        sns.barplot(long[long.metric == m], x="model", y="value", hue="graph", hue_order=bars, errorbar="sd", capsize=0.1,
                     err_kws={"linewidth": 1}, ax=ax)
         ax.set(title=m, xlabel="", ylabel="test value" if ax is axes[0][0] else "")
         if ax is not axes[0][-1]: ax.get_legend().remove()
@@ -471,13 +475,22 @@ def plot_plugin(long: pd.DataFrame,                    # from `plugin_frame`
     return fig
 
 
+# %% [markdown]
+# Fake runs: the two SAGERec labels of the toy grid stand for a model without and with the learned plug-in, and one
+# copy of the latter, relabelled, for the plug-in on fixed weights.
+
 # %%
-pl = plugin_frame(done[done.label != "GRU4Rec"].assign(variant=done["variant"].replace({"sagerec": "gru4rec+graph", "sasrec": "gru4rec"})))
+fake = done[done.label != "GRU4Rec"].assign(variant=done["variant"].replace({"sagerec": "gru4rec+graph", "sasrec": "gru4rec"}))
+fake = pd.concat([fake, fake[fake.variant == "gru4rec+graph"].assign(variant="gru4rec+fixed_graph")])
+pl = plugin_frame(fake)
 fig = plot_plugin(pl, title="fake runs")
 pl.groupby(["graph", "metric"])["value"].mean().unstack()
 
 # %%
-test_eq(len(pl), 2 * 5 * 4); assert pl[pl.graph].value.mean() > pl[~pl.graph].value.mean()
+test_eq(len(pl), 3 * 5 * 4); test_eq(set(pl.graph), set(PLUGIN_GRAPHS.values()))
+assert pl[pl.graph == "learned graph"].value.mean() > pl[pl.graph == "without"].value.mean()
+test_eq(len(plugin_frame(fake.assign(variant="caser+graph"))), 0)  # models outside `models` are left out
+test_eq(plugin_frame(fake.head(1).assign(variant="bert4rec+fixed_graph"))[["model", "graph"]].iloc[0].tolist(), ["bert4rec", "fixed graph"])
 
 
 # %% [markdown]

@@ -340,7 +340,8 @@ test_markdown("sampled100")
 # Every model below follows the one model contract (`sagerec.model.SeqRecModel`) and is trained, checkpointed and
 # evaluated by the same trainer and evaluation path. `papermill nbs/train.ipynb runs/<run>.ipynb -f configs/beauty.yaml
 # -f configs/models/<model>.yaml -p dataset beauty` trains one with its paper's settings; `-p graph true` puts the
-# semantic graph layer in front of its item table (the graph plug-in). The table is generated from the registry
+# semantic graph layer in front of its item table (the graph plug-in), and `-p graph_weights fixed` keeps the graph's
+# cosine weights instead of learning them (Table 5 (B)'s weighting; beyond the paper). The table is generated from the registry
 # (`sagerec.model.registered_models()`); a model joins it with `@register_model` in its notebook.
 
 # %%

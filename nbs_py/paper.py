@@ -242,7 +242,7 @@ if len(gw_edges):
 # %%
 done, missing = tables["paper_plugin_beauty.yaml"]
 long = plugin_frame(done)
-if len(long) and long["graph"].any() and (~long["graph"]).any():
+if len(long) and (long["graph"] == "without").any() and (long["graph"] != "without").any():
     fig = plot_plugin(long, title="Graph plug-in, Beauty, full ranking (masked); whiskers: std over seeds")
     save_fig("paper_fig2_plugin")
     show(long.groupby(["model", "graph", "metric"])["value"].agg(["mean", "std", "count"]).unstack("metric").round(4))

@@ -9,12 +9,14 @@
 # papermill nbs/train.ipynb runs/gpu.ipynb -p device cuda
 # papermill nbs/train.ipynb runs/beauty-gru4rec.ipynb -f configs/beauty.yaml -f configs/models/gru4rec.yaml   # a baseline
 # papermill nbs/train.ipynb runs/beauty-gru4rec-graph.ipynb -f configs/beauty.yaml -f configs/models/gru4rec.yaml -p graph true
+# papermill nbs/train.ipynb runs/beauty-gru4rec-fixed.ipynb -f configs/beauty.yaml -f configs/models/gru4rec.yaml -p graph true -p graph_weights fixed
 # ```
 #
 # `model` names any registered model (`sagerec.model.registered_models()`); `variant` names SAGERec's ablations
 # (Table 5) and is used only when `model` is not given. A run's method label (the `variant` recorded in
 # `params.json`, which the reports read) is then the model's name, with `+graph` when the graph plug-in is on
-# for a model that has none by default.
+# for a model that has none by default, and `+fixed_graph` when the graph's edges keep their cosine weights
+# (`-p graph_weights fixed`, Table 5 (B)'s weighting, instead of the learned edge MLP).
 #
 # Everything lands in `runs/<run_name>/`: `params.json` (resolved parameters + environment), `metrics.json`
 # (validation curve, best epoch, test metrics per protocol, seconds per epoch, peak memory, device),
@@ -57,6 +59,7 @@ variant: str = "sagerec"            # 'sagerec' (A), 'sasrec' (no graph, C), 'fi
 # >>> models (issue 10)
 model: Optional[str] = None         # a registered model ('bpr', 'gru4rec', 'caser', 'sasrec', 'bert4rec', 'cl4srec', 'sagerec', ...); None -> `variant`
 graph: Optional[bool] = None        # the semantic graph layer in front of the model's item table; None -> the model's default (on: sagerec only)
+graph_weights: Optional[str] = None # with `model` and the graph on: 'learned' edge MLP (paper) or 'fixed' cosine weights (Table 5 (B)); None -> learned
 model_params: dict = {}             # the model's own settings (fields of its config class, e.g. {'mask_prob': 0.6}); see configs/models/
 # <<< models
 seed: int = 0                       # seeds Python, NumPy and torch; recorded
@@ -135,7 +138,8 @@ VARIANTS = {  # variant -> (model name, graph, ModelConfig overrides)
     "text_fixed":   ("sagerec", "semantic", dict(graph_mode="fixed", text_input=True)),  # the text feature + (B)'s fixed cosine weights
 }
 globals().update(notebook_params(globals(), configs=(ModelConfig, TrainConfig),
-                                 checks={"variant": one_of(*VARIANTS), "model": one_of(None, *registered_models())}))
+                                 checks={"variant": one_of(*VARIANTS), "model": one_of(None, *registered_models()),
+                                         "graph_weights": one_of(None, "learned", "fixed")}))
 # --- end of the parameter check
 
 # %%
@@ -165,8 +169,9 @@ from sagerec.training import load_checkpoint, train
 # %%
 # >>> models (issue 10): `model` picks any registered model; `graph` switches the graph plug-in; `variant` becomes the method label
 if model is None:
-    check(graph is None and not model_params, "graph and model_params apply to a registered model: pass -p model <name> too "
-                                              "(variant selects SAGERec's ablations).")
+    check(graph is None and graph_weights is None and not model_params,
+          "graph, graph_weights and model_params apply to a registered model: pass -p model <name> too (variant selects "
+          "SAGERec's ablations; 'fixed_edges' and 'text_fixed' have the fixed cosine weights).")
     model_name, graph_kind, overrides = VARIANTS[variant]
 else:
     specs = registered_models()
@@ -178,8 +183,12 @@ else:
     check(spec.cls.graph_plugin or not use_graph, f"{model!r} is defined by having no graph: use model 'sagerec' for it with the graph.")
     check(use_graph or not spec.graph_by_default, f"{model!r} without its graph is another model: use model 'sasrec'.")
     model_name, graph_kind = model, ("semantic" if use_graph else None)
-    overrides = {**model_params, "graph_mode": "learned" if use_graph else "none"}
-    variant = model + ("+graph" if use_graph and not spec.graph_by_default else "")  # the method label the reports read
+    check(use_graph or graph_weights is None, f"graph_weights={graph_weights!r} weighs the graph's edges, and {model!r} runs "
+                                              "without the graph here: add -p graph true, or drop graph_weights.")
+    fixed = use_graph and graph_weights == "fixed"
+    overrides = {**model_params, "graph_mode": ("fixed" if fixed else "learned") if use_graph else "none"}
+    # the method label the reports read: '+graph' for the plug-in, '+fixed_graph' for either graph with fixed weights
+    variant = model + ("+fixed_graph" if fixed else "+graph" if use_graph and not spec.graph_by_default else "")
 # <<< models
 root = project_root() or Path.cwd()
 def from_root(p):

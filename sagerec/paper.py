@@ -20,10 +20,10 @@ from .core import check, project_root
 from .report import METRICS, load_run, paired_test, run_row, seed_summary
 
 # %% auto #0
-__all__ = ['COLD_RULE', 'grid_path', 'grid_runs', 'grid_table', 'missing_line', 'fake_run', 'paper_table', 'format_paper_table',
-           'load_published', 'published_comparison', 'claimed_order', 'edge_weight_summary', 'edge_weight_table',
-           'plugin_frame', 'plot_plugin', 'efficiency_row', 'efficiency_table', 'compute_plan', 'pick_cold_items',
-           'cold_split', 'cold_users', 'text_rows', 'cold_metrics', 'cold_table', 'checkpoint_table',
+__all__ = ['PLUGIN_GRAPHS', 'COLD_RULE', 'grid_path', 'grid_runs', 'grid_table', 'missing_line', 'fake_run', 'paper_table',
+           'format_paper_table', 'load_published', 'published_comparison', 'claimed_order', 'edge_weight_summary',
+           'edge_weight_table', 'plugin_frame', 'plot_plugin', 'efficiency_row', 'efficiency_table', 'compute_plan',
+           'pick_cold_items', 'cold_split', 'cold_users', 'text_rows', 'cold_metrics', 'cold_table', 'checkpoint_table',
            'embedding_cosines']
 
 # %% ../nbs/09b_paper_tables.ipynb #02afd45f
@@ -229,31 +229,36 @@ def edge_weight_table(done: pd.DataFrame,  # from `grid_table`: the finished run
     out = t.groupby("label", sort=False)[list(num)].mean()
     return out.assign(mode=t.groupby("label", sort=False)["mode"].first(), seeds=t.groupby("label", sort=False)["seed"].nunique())
 
-# %% ../nbs/09b_paper_tables.ipynb #827f6926
-def plugin_frame(done: pd.DataFrame,                    # from `grid_table`: labels '<model>' and '<model>+graph'
+# %% ../nbs/09b_paper_tables.ipynb #b3d2bfa9
+PLUGIN_GRAPHS = {"": "without", "+graph": "learned graph", "+fixed_graph": "fixed graph"}  # label suffix -> bar
+
+def plugin_frame(done: pd.DataFrame,                    # from `grid_table`: labels '<model>', '<model>+graph', '<model>+fixed_graph'
                  models: tuple[str, ...] = ("gru4rec", "bert4rec", "cl4srec"),
                  metrics: tuple[str, ...] = METRICS,
                 ) -> pd.DataFrame:
-    "Long table (model, graph, metric, seed, value) of the runs of each model without and with the graph plug-in."
+    """Long table (model, graph, metric, seed, value) of the runs of each model without the graph, with the learned
+    plug-in and with the plug-in on fixed cosine weights; `graph` is one of `PLUGIN_GRAPHS`' values."""
     rows = []
     for _, r in done.iterrows():
         v = str(r["variant"])
-        base = v.removesuffix("+graph")
+        suffix = next((s for s in PLUGIN_GRAPHS if s and v.endswith(s)), "")
+        base = v.removesuffix(suffix) if suffix else v
         if base not in models: continue
-        for m in metrics: rows.append({"model": base, "graph": v.endswith("+graph"), "metric": m, "seed": r["seed"], "value": r[m]})
+        for m in metrics:
+            rows.append({"model": base, "graph": PLUGIN_GRAPHS[suffix], "metric": m, "seed": r["seed"], "value": r[m]})
     return pd.DataFrame(rows, columns=["model", "graph", "metric", "seed", "value"])
 
 def plot_plugin(long: pd.DataFrame,                    # from `plugin_frame`
                 title: str = "Graph plug-in (Beauty, full ranking, masked)"):
-    "Figure 2: one panel per metric, before/after bars per model; whiskers = std over seeds (points = seeds)."
+    "Figure 2: one panel per metric, bars per model without / with the graph (learned, fixed); whiskers = std over seeds."
     import matplotlib.pyplot as plt
     import seaborn as sns
     check(len(long) > 0, "No plug-in runs to plot: run configs/grids/paper_plugin_beauty.yaml first.")
     ms = list(dict.fromkeys(long["metric"]))
+    bars = [g for g in PLUGIN_GRAPHS.values() if (long["graph"] == g).any()]
     fig, axes = plt.subplots(1, len(ms), figsize=(3.1 * len(ms), 3.0), squeeze=False)
     for ax, m in zip(axes[0], ms):
-        d = long[long.metric == m].assign(graph=lambda x: np.where(x.graph, "with graph", "without"))
-        sns.barplot(d, x="model", y="value", hue="graph", hue_order=["without", "with graph"], errorbar="sd", capsize=0.1,
+        sns.barplot(long[long.metric == m], x="model", y="value", hue="graph", hue_order=bars, errorbar="sd", capsize=0.1,
                     err_kws={"linewidth": 1}, ax=ax)
         ax.set(title=m, xlabel="", ylabel="test value" if ax is axes[0][0] else "")
         if ax is not axes[0][-1]: ax.get_legend().remove()

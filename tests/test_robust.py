@@ -74,6 +74,9 @@ BAD = [
     ("api", {"text_model": " "}, "text_model=' ' must be a sentence-transformers model name or folder"),
     ("p", "dataset beuty", "dataset='beuty' is not a dataset; use one of 'beauty', 'toys', 'ml-1m', 'beauty-mini' (did you mean 'beauty'?)"),
     ("p", "variant sasrek", "variant='sasrek' must be one of 'sagerec', 'sasrec'"),
+    ("p", "graph_weights cosine", "graph_weights='cosine' must be one of None, 'learned', 'fixed'"),
+    ("p", "graph_weights fixed", "graph, graph_weights and model_params apply to a registered model"),
+    ("p", "model gru4rec graph_weights fixed", "graph_weights='fixed' weighs the graph's edges, and 'gru4rec' runs without the graph"),
     ("p", "device tpu", "device='tpu' cannot be used: Unknown device 'tpu'"),
     ("p", "run_name .", "run_name='.' must be a plain folder name"),
     ("p", "run_name ..", "run_name='..' must be a plain folder name"),
@@ -152,6 +155,18 @@ def test_good_yaml_spellings_are_converted(sandbox):
     ns = dry_run({**_values("f", "lr: 1e-3\nepochs: 2.0\nnum_threads: 1\ntau: null\n"), "run_name": "ok"})
     assert (ns["lr"], ns["epochs"], type(ns["epochs"]), ns["tau"], ns["run_state"]) == (0.001, 2, int, None, "new")
     assert ns["params"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("given,variant,mode", [
+    ("model gru4rec graph true", "gru4rec+graph", "learned"),
+    ("model gru4rec graph true graph_weights fixed", "gru4rec+fixed_graph", "fixed"),
+    ("model gru4rec graph true graph_weights learned", "gru4rec+graph", "learned"),
+    ("model sagerec graph_weights fixed", "sagerec+fixed_graph", "fixed"),
+    ("model gru4rec", "gru4rec", "none")])
+def test_graph_switches_set_the_label_and_the_edge_weights(sandbox, given, variant, mode):
+    "The plug-in's switches reach the model config and the method label the reports group by."
+    ns = dry_run({**_values("p", given), "run_name": "plug"})
+    assert (ns["variant"], ns["overrides"]["graph_mode"]) == (variant, mode)
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
