@@ -450,7 +450,7 @@ def plugin_frame(done: pd.DataFrame,                    # from `grid_table`: lab
     for _, r in done.iterrows():
         v = str(r["variant"])
         suffix = next((s for s in PLUGIN_GRAPHS if s and v.endswith(s)), "")
-        base = v.removesuffix(suffix) if suffix else v
+        base = v.removesuffix(suffix)
         if base not in models: continue
         for m in metrics:
             rows.append({"model": base, "graph": PLUGIN_GRAPHS[suffix], "metric": m, "seed": r["seed"], "value": r[m]})

@@ -267,9 +267,10 @@ test_markdown("sampled100")
 #   NDCG@10 over the same model with learned edges (`text_graph`, p < 1e-4) and +14% over the text feature without
 #   a graph (p < 1e-4; `nbs/accuracy.ipynb`'s steps table), above BSARec's published 0.1008 / 0.0611 (a different
 #   model, same split and protocol). **Toys agrees, five seeds each:** at d = 50 the fixed edges reach NDCG@10 0.0648
-#   against 0.0609 with learned edges (+6%, p = 0.001) and 0.0581 without a graph (+12%, p = 8e-6); with the text
+#   against 0.0609 with learned edges (+6%, p = 0.0014) and 0.0581 without a graph (+12%, p = 8e-6); with the text
 #   feature at d = 64, 0.0685 ± 0.0002 / Recall@10 0.1174 against 0.0643 with learned edges (+6.5%, p = 2e-5) and 0.0587
-#   without text or graph at the same size (+17%, p = 9e-6; Tables 3–4, Toys). Both are beyond the paper, named variants
+#   without text or graph at the same size (+17%, p = 9e-6; Tables 3–4, Toys; fixed against learned on both datasets:
+#   `nbs/paper.ipynb`, "Fixed against learned edge weights"). Both are beyond the paper, named variants
 #   beside the paper-faithful SAGERec (which keeps the learned MLP).
 # - *Does the graph help, with the paper's learned edge weights?* Under the paper's BCE recipe, no (five seeds, p > 0.5, the `reference` rows). **Under our
 #   best recipe, yes, significantly**: SAGERec reaches NDCG@10 0.0556 ± 0.0010 / Recall@10 0.0953 ± 0.0009, ahead of

@@ -49,6 +49,18 @@ pd.set_option("display.max_colwidth", 80)
 def show(df: pd.DataFrame) -> None:
     print(df.to_markdown())
 
+def label_tests(done: pd.DataFrame, pairs: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    "Paired t-tests (`sagerec.report.paired_test`) of label a against label b for each named pair with two or more common seeds."
+    from sagerec.report import paired_test
+    out = {}
+    for name, (a, b) in pairs.items():
+        have = done[done["label"].isin([a, b])].groupby("label")["seed"].apply(set)
+        if len(have) < 2 or len(have[a] & have[b]) < 2: continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out[name] = paired_test(done[done["label"].isin([a, b])], a, b, label="label")[["gain", "p", "seeds"]]
+    return pd.concat(out, names=["comparison", "metric"]).unstack("metric") if out else pd.DataFrame()
+
 
 # %% [markdown]
 # ## What is run, what is missing
@@ -121,6 +133,28 @@ vs_published = published_comparison(done_beauty, load_published(ROOT / "configs"
 if len(vs_published):
     show(vs_published.assign(difference=vs_published["difference"].map("{:+.1%}".format)).round({"ours": 4, "published": 4}).set_index(["label", "metric"]))
 else: print("no published run of a model with a published number yet")
+
+# %% [markdown]
+# ### Fixed against learned edge weights, on every dataset
+#
+# Beyond the paper: each of our fixed-weight rows against the same model with the paper's learned edge MLP, paired
+# over the seeds both have (full ranking, history masked); `gain` is the relative difference of the means.
+
+# %%
+FIXED_VS_LEARNED = {"d 50": ("SAGERec, fixed edges (best recipe)", "SAGERec (best recipe)"),
+                    "text feature, d 64": ("SAGERec + text, fixed edges (best recipe, d 64)", "SAGERec + text (best recipe, d 64)")}
+fixed_tests = {}
+for ds in DATASETS:
+    t = label_tests(tables[f"paper_main_{ds}.yaml"][0], FIXED_VS_LEARNED)
+    if len(t): fixed_tests[ds] = t
+fixed_tests = pd.concat(fixed_tests, names=["dataset"]) if fixed_tests else pd.DataFrame()
+if len(fixed_tests):
+    shown = fixed_tests.copy(); shown["gain"] = shown["gain"].round(4); shown["p"] = shown["p"].map("{:.2g}".format)
+    show(shown)
+else: print("no dataset has both rows at two or more common seeds yet")
+
+# %%
+if len(fixed_tests): assert (fixed_tests["seeds"].to_numpy() >= 2).all() and fixed_tests["p"].le(1).all().all()
 
 # %%
 for ds in DATASETS:
@@ -220,16 +254,9 @@ if len(gw_done):
     gw_edges = edge_weight_table(gw_done)
     show(gw_edges.drop(columns=["edges"]).round(3) if len(gw_edges) else "no run of this grid has recorded its edge weights yet")
     # each layer without its graph dropouts against itself with them, paired over the seeds both have
-    from sagerec.report import paired_test
-    gw_tests = {}
-    for mode in ("(A) learned", "(B) fixed"):
-        a, b = f"{mode}, no graph dropout", f"{mode}, graph dropouts"
-        have = gw_done[gw_done["label"].isin([a, b])].groupby("label")["seed"].apply(set)
-        if len(have) == 2 and len(have[a] & have[b]) >= 2:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                gw_tests[f"{a} vs {b}"] = paired_test(gw_done[gw_done["label"].isin([a, b])], a, b, label="label")[["gain", "p", "seeds"]]
-    if gw_tests: show(pd.concat(gw_tests, names=["comparison", "metric"]).unstack("metric").round(4))
+    gw_tests = label_tests(gw_done, {f"{m}, no graph dropout vs {m}, graph dropouts": (f"{m}, no graph dropout", f"{m}, graph dropouts")
+                                     for m in ("(A) learned", "(B) fixed")})
+    if len(gw_tests): show(gw_tests.round(4))
 print(missing_line(gw_missing))
 
 # %%

@@ -185,10 +185,10 @@ else:
     model_name, graph_kind = model, ("semantic" if use_graph else None)
     check(use_graph or graph_weights is None, f"graph_weights={graph_weights!r} weighs the graph's edges, and {model!r} runs "
                                               "without the graph here: add -p graph true, or drop graph_weights.")
-    fixed = use_graph and graph_weights == "fixed"
-    overrides = {**model_params, "graph_mode": ("fixed" if fixed else "learned") if use_graph else "none"}
+    graph_mode = (graph_weights or "learned") if use_graph else "none"
+    overrides = {**model_params, "graph_mode": graph_mode}
     # the method label the reports read: '+graph' for the plug-in, '+fixed_graph' for either graph with fixed weights
-    variant = model + ("+fixed_graph" if fixed else "+graph" if use_graph and not spec.graph_by_default else "")
+    variant = model + ("+fixed_graph" if graph_mode == "fixed" else "+graph" if use_graph and not spec.graph_by_default else "")
 # <<< models
 root = project_root() or Path.cwd()
 def from_root(p):

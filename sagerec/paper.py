@@ -229,7 +229,7 @@ def edge_weight_table(done: pd.DataFrame,  # from `grid_table`: the finished run
     out = t.groupby("label", sort=False)[list(num)].mean()
     return out.assign(mode=t.groupby("label", sort=False)["mode"].first(), seeds=t.groupby("label", sort=False)["seed"].nunique())
 
-# %% ../nbs/09b_paper_tables.ipynb #b3d2bfa9
+# %% ../nbs/09b_paper_tables.ipynb #6b64d42e
 PLUGIN_GRAPHS = {"": "without", "+graph": "learned graph", "+fixed_graph": "fixed graph"}  # label suffix -> bar
 
 def plugin_frame(done: pd.DataFrame,                    # from `grid_table`: labels '<model>', '<model>+graph', '<model>+fixed_graph'
@@ -242,7 +242,7 @@ def plugin_frame(done: pd.DataFrame,                    # from `grid_table`: lab
     for _, r in done.iterrows():
         v = str(r["variant"])
         suffix = next((s for s in PLUGIN_GRAPHS if s and v.endswith(s)), "")
-        base = v.removesuffix(suffix) if suffix else v
+        base = v.removesuffix(suffix)
         if base not in models: continue
         for m in metrics:
             rows.append({"model": base, "graph": PLUGIN_GRAPHS[suffix], "metric": m, "seed": r["seed"], "value": r[m]})
