@@ -361,8 +361,10 @@ if has_graph_layer:
     from sagerec.paper import edge_weight_summary
     edge_weights = {"edge_weights": edge_weight_summary(model)}
 if dev.type == "cuda": peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+# `total_seconds` and the peak memory are this process's: a resumed run (`run_state` "resume") spent earlier epochs in
+# earlier processes, whose per-epoch seconds are in `history` (what the efficiency table reads)
 rec.log_metrics(test=test, test_by_popularity=by_popularity, eval_seconds=eval_seconds, valid_at_best=valid_best, graph=graph_info, n_params=n_params, **test_cold, **edge_weights,
-                total_seconds=time.perf_counter() - t_start, **peak, device=str(dev),
+                total_seconds=time.perf_counter() - t_start, run_state=run_state, **peak, device=str(dev),
                 device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                 torch_threads=torch.get_num_threads())
 summary = {"run": run_name, "best_epoch": result.best_epoch, "epochs_run": len(hist), "stop": result.stop_reason,
@@ -373,4 +375,4 @@ summary
 # %%
 saved = json.loads((run_folder / "metrics.json").read_text())
 assert set(saved["test"]) == set(protocols) and (run_folder / "best.pt").exists() and (run_folder / "learning_curve.png").exists()
-assert ("edge_weights" in saved) == has_graph_layer  # every run with a graph layer records its edge weights
+assert saved["run_state"] == run_state and ("edge_weights" in saved) == has_graph_layer  # every run with a graph layer records its edge weights
