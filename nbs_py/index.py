@@ -523,8 +523,9 @@ paper_grid_markdown("paper_ablation_ml-1m.yaml", ("(A) full",), claim=("(A) full
 
 # %%
 #| echo: false
-from scipy.stats import ttest_rel
 from sagerec.paper import PLUGIN_GRAPHS, plugin_frame
+from sagerec.report import paired_test
+suffix = {g: sfx for sfx, g in PLUGIN_GRAPHS.items()}  # bar name -> label suffix
 
 def plugin_markdown(grid: str = "paper_plugin_beauty.yaml", metrics: tuple[str, ...] = ("ndcg@10", "recall@20")) -> Markdown:
     done, missing = grid_table([grid], RESULTS)
@@ -541,8 +542,11 @@ def plugin_markdown(grid: str = "paper_plugin_beauty.yaml", metrics: tuple[str, 
             row[m] = f"{runs[m].mean():.4f}"  # the change: paired, on the seeds both rows have
             row[f"{m} change"] = (f"{runs[m].loc[:, :, common].mean() / without.loc[common, m].mean() - 1:+.1%}"
                                   if graph != "without" and common else "")
-        row["p"] = (f"{ttest_rel(runs[metrics[0]].loc[:, :, common], without.loc[common, metrics[0]]).pvalue:.2g}"
-                    if graph != "without" and len(common) >= 2 else "")  # paired t-test on the first metric
+        pair = done[done["variant"].isin([f"{model}{sfx}" for sfx, g in PLUGIN_GRAPHS.items() if g in (graph, "without")])]
+        with warnings.catch_warnings():  # the seeds only one row has are left out, as `common` says
+            warnings.simplefilter("ignore")
+            row["p"] = (f"{paired_test(pair, model + suffix[graph], model, metrics=metrics[:1]).loc[metrics[0], 'p']:.2g}"
+                        if graph != "without" and len(common) >= 2 else "")  # paired t-test on the first metric
         rows.append(row)
     order = {g: i for i, g in enumerate(PLUGIN_GRAPHS.values())}
     tab = pd.DataFrame(rows).sort_values(["model", "graph"], key=lambda c: c.map(order) if c.name == "graph" else c)
