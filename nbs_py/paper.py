@@ -327,8 +327,9 @@ if missing is not None: print(missing_line(missing))
 # %% [markdown]
 # ## The compute plan
 #
-# Missing runs × mean epochs × mean seconds per epoch of the finished runs with the same label (same model, recipe and
-# dataset) on this machine (`sagerec.paper.compute_plan`). A label never run on Toys or ML-1M is *estimated* from its
+# Missing runs × the mean measured cost of the finished runs with the same label (same model, recipe and dataset) on
+# this machine: pre-training, training and validation of every epoch, and the test (`sagerec.paper.compute_plan`;
+# `h/run` is the cost of one run). A label never run on Toys or ML-1M is *estimated* from its
 # Beauty runs, scaled by the median ratio of run times between that dataset and Beauty over the labels run on both
 # (the `estimated` column; the ratio is printed); labels with neither stay unknown (`tools/model_speed.py` measures a
 # model's seconds per epoch without a full run). Two runs at a time on two cores.
@@ -353,6 +354,9 @@ if len(plan):
           f"{plan.loc[known, 'CPU hours'].sum():.1f} CPU hours, {int(plan.loc[est, 'missing'].sum())} estimated at "
           f"{plan.loc[est, 'CPU hours'].sum():.1f} CPU hours, {int(plan.loc[unknown, 'missing'].sum())} unknown; "
           f"{sum(p.attrs['wall hours'] for p in plans):.1f} h wall at 2 runs at a time for the known and estimated ones.")
+    for ds in DATASETS:
+        three = sel(plan, ds)["CPU hours to 3 seeds"].sum()
+        if three > 0: print(f"{ds}: {three:.1f} CPU hours bring every row to three seeds.")
 else: print("nothing missing")
 
 # %% [markdown]

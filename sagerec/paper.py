@@ -266,15 +266,20 @@ def plot_plugin(long: pd.DataFrame,                    # from `plugin_frame`
     fig.suptitle(title); fig.tight_layout()
     return fig
 
-# %% ../nbs/09b_paper_tables.ipynb #c200f6a8
+# %% ../nbs/09b_paper_tables.ipynb #b82edea1
 def efficiency_row(metrics: dict) -> dict:
     "Table 6 quantities of one run from its metrics.json (NaN where the run did not record them)."
     g, h, best = metrics.get("graph") or {}, metrics.get("history") or [], metrics.get("best_epoch")
-    to_best = sum((r.get("train_seconds") or 0) + (r.get("valid_seconds") or 0) for r in h if best is not None and r["epoch"] <= best)
+    epoch_s = lambda r: (r.get("train_seconds") or 0) + (r.get("valid_seconds") or 0)
+    pre = sum(r.get("seconds") or 0 for r in metrics.get("pretrain_history") or [])
+    to_best = pre + sum(epoch_s(r) for r in h if best is not None and r["epoch"] <= best)
+    test_s = metrics.get("eval_seconds") or {}  # seconds per test protocol
+    run = pre + sum(epoch_s(r) for r in h) + sum(test_s.values() if isinstance(test_s, dict) else [test_s])
     return {"nodes": g.get("items", np.nan), "edges": g.get("undirected_edges", np.nan), "parameters": metrics.get("n_params", np.nan),
             "peak RSS MB": metrics.get("peak_rss_mb", np.nan), "peak CUDA MB": metrics.get("peak_cuda_mb", np.nan),
             "s/epoch": metrics.get("seconds_per_epoch", np.nan), "epochs to best": best if best is not None else np.nan,
-            "s to best": to_best if h else np.nan, "device": metrics.get("device_name", metrics.get("device", "?"))}
+            "pretrain s": pre, "s to best": to_best if h else np.nan, "run s": run if h else np.nan,
+            "device": metrics.get("device_name", metrics.get("device", "?"))}
 
 def efficiency_table(done: pd.DataFrame) -> pd.DataFrame:
     "Table 6: per label, the mean of each efficiency quantity over its seeds (runs from `grid_table`, with `metrics`)."
@@ -283,14 +288,17 @@ def efficiency_table(done: pd.DataFrame) -> pd.DataFrame:
     num = rows.drop(columns="device").groupby("label", sort=False).mean()
     return num.assign(device=rows.groupby("label", sort=False)["device"].first(), seeds=rows.groupby("label", sort=False).size())
 
-# %% ../nbs/09b_paper_tables.ipynb #10fa732b
+# %% ../nbs/09b_paper_tables.ipynb #62b55ba3
 def compute_plan(done: pd.DataFrame,               # finished runs of one dataset's grids (`grid_table`)
                  missing: pd.DataFrame,            # their missing runs
                  jobs: int = 2,                    # runs at a time
                  like: pd.DataFrame | None = None, # finished runs of another dataset, to estimate labels never run here
                 ) -> pd.DataFrame:
     "Per (grid, label) with missing runs: how many, the s/epoch and epochs of the finished ones, and the CPU hours (`estimated` when scaled from `like`)."
-    def per_run(d): return (d["s/epoch"] * d["epochs_run"]).groupby(d["label"]).mean()  # seconds per run, by label
+    def run_seconds(d):  # measured wall seconds of each run, else epochs × s/epoch
+        measured = d["metrics"].map(lambda m: efficiency_row(m)["run s"]) if "metrics" in d else pd.Series(np.nan, index=d.index)
+        return measured.astype(float).fillna(d["s/epoch"] * d["epochs_run"])
+    def per_run(d): return run_seconds(d).groupby(d["label"]).mean()  # seconds per run, by label
     here = per_run(done)
     there = per_run(like) if like is not None and len(like) else pd.Series(dtype=float)
     shared = here.index.intersection(there.index)
@@ -301,10 +309,12 @@ def compute_plan(done: pd.DataFrame,               # finished runs of one datase
         if not len(d): d = done[done.label == label]
         spe, ep = (d["s/epoch"].mean(), d["epochs_run"].mean()) if len(d) else (np.nan, np.nan)
         est = not len(d) and not np.isnan(ratio) and label in there.index
-        hours = len(g) * spe * ep / 3600 if len(d) else len(g) * there[label] * ratio / 3600 if est else np.nan
+        per = run_seconds(d).mean() if len(d) else there[label] * ratio if est else np.nan
         rows.append({"grid": grid, "label": label, "missing": len(g), "finished": len(d), "s/epoch": spe, "epochs": ep,
-                     "CPU hours": hours, "estimated": est})
-    out = pd.DataFrame(rows, columns=["grid", "label", "missing", "finished", "s/epoch", "epochs", "CPU hours", "estimated"])
+                     "h/run": per / 3600, "CPU hours": len(g) * per / 3600,
+                     "CPU hours to 3 seeds": min(len(g), max(0, 3 - len(d))) * per / 3600, "estimated": est})
+    out = pd.DataFrame(rows, columns=["grid", "label", "missing", "finished", "s/epoch", "epochs", "h/run", "CPU hours",
+                                      "CPU hours to 3 seeds", "estimated"])
     out.attrs.update({"wall hours": out["CPU hours"].sum(min_count=1) / jobs, "run-time ratio to like": ratio})
     return out
 
