@@ -280,8 +280,9 @@ print(missing_line(missing))
 # ## Table 6: efficiency (Beauty)
 #
 # Graph nodes and undirected edges, parameters, peak memory (process RSS on a CPU; the CUDA peak on a GPU), seconds per
-# epoch, epochs to the best validation NDCG@10, and wall seconds (training + validation) up to the best checkpoint,
-# averaged over the seeds run, for every model of Tables 3–4 (the paper compares SAGERec with SINE). Times on the
+# epoch, epochs to the best validation NDCG@10, wall seconds (training + validation, and S3-Rec's pre-training, also
+# shown alone as `pretrain s`) up to the best checkpoint, and the whole run's wall seconds (`run s`: every epoch and the
+# test), averaged over the seeds run, for every model of Tables 3–4 (the paper compares SAGERec with SINE). Times on the
 # shared 2-core CPU are indicative only; `tools/gpu_check.py` measures the GPU epoch time (below).
 
 # %%
