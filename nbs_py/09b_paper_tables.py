@@ -501,8 +501,8 @@ test_eq(plugin_frame(fake.head(1).assign(variant="bert4rec+fixed_graph"))[["mode
 # training and validation seconds of the epochs up to the best one, plus the self-supervised pre-training a model
 # needs before it (S3-Rec's `pretrain_history`, shown on its own as `pretrain s`). `run s` is what the whole run
 # cost: pre-training, every epoch's training and validation, and the test evaluation. Validation ranks every user
-# against the whole catalogue each epoch, so for some models it is a large share of the run (TransRec-sub on Beauty:
-# 29 s of validation beside 44 s of training per epoch), which `s/epoch` alone does not show.
+# against the whole catalogue each epoch, so for some models it is a large share of the run (compare `run s` with
+# `s/epoch` × epochs for TransRec-sub in Table 6 of `nbs/paper.ipynb`), which `s/epoch` alone does not show.
 
 # %%
 #| export
