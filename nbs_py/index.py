@@ -122,7 +122,8 @@
 # read) with a constant learning rate (`lr_patience 0`, see below); `sagerec.report.reference_recipe` defines it and
 # `changed_settings` names the difference from each run's own `params.json`. Each row is the mean ± standard
 # deviation over the seeds it lists, from the runs' `metrics.json` copied into `results/<run>/`. A run is repeated
-# by `papermill nbs/train.ipynb runs/<run>.ipynb -f configs/<dataset>.yaml -p dataset <dataset> -p variant <variant> -p seed <seed> -p lr_patience 0 -p num_threads 1 -p run_name <run>`
+# by `papermill nbs/train.ipynb runs/<run>.ipynb -f configs/<dataset>.yaml -p dataset <dataset> -p variant <variant>
+# -p seed <seed> -p lr_patience 0 -p num_threads 1 -p run_name <run>`
 # plus `-p <setting> <value>` for each change; the grids that produced them are `configs/grids/*.yaml`
 # (`python tools/grid.py run configs/grids/graph.yaml`). `s/epoch` is the training time per epoch on the shared
 # CPU, so only indicative. `nbs/accuracy.ipynb` holds the full analysis (recipe ablation, objectives, variants,
@@ -212,7 +213,8 @@ summary_markdown("full-unmasked")
 test_markdown("full-unmasked")
 
 # %% [markdown]
-# **Sampled-100** (the target against 100 uniformly drawn items the user never interacted with, the same candidates for every run: `sampled_seed` 0):
+# **Sampled-100** (the target against 100 uniformly drawn items the user never interacted with, the same candidates
+# for every run: `sampled_seed` 0):
 
 # %%
 #| echo: false
@@ -236,7 +238,8 @@ test_markdown("sampled100")
 #   SASRec rows (d 64, 2 heads, 4d GELU feed-forward, N(0, 0.02) init, no √d scaling, no L2, batch 256) gives
 #   0.0256 with our pre-LayerNorm block, no better than our reference, and **with that code's post-LayerNorm block**
 #   (`configs/recipes/iclrec.yaml`, seed 0) NDCG@10 0.0317 / Recall@10 0.0586 and NDCG@20 0.0387 / Recall@20 0.0863:
-#   the published row (seed 1: NDCG@10 0.0310, NDCG@20 0.0383). The block was the one difference left (`nbs/accuracy.ipynb`, "The block"); the paper states
+#   the published row (seed 1: NDCG@10 0.0310, NDCG@20 0.0383). The block was the one difference left
+#   (`nbs/accuracy.ipynb`, "The block"); the paper states
 #   pre-LayerNorm for SAGERec, so our default keeps it. Our length-sorted batches over-weight short users (half the loss weight
 #   on the 51% of users with ≤ 3 inputs, who hold 21% of the positions; `nbs/accuracy.ipynb`): unsorted batches
 #   (`bucket=0`, seed 0) give +5%, and weighting every position the same (`loss_norm=position`, which keeps the
@@ -272,7 +275,8 @@ test_markdown("sampled100")
 #   without text or graph at the same size (+17%, p = 9e-6; Tables 3–4, Toys; fixed against learned on both datasets:
 #   `nbs/paper.ipynb`, "Fixed against learned edge weights"). Both are beyond the paper, named variants
 #   beside the paper-faithful SAGERec (which keeps the learned MLP).
-# - *Does the graph help, with the paper's learned edge weights?* Under the paper's BCE recipe, no (five seeds, p > 0.5, the `reference` rows). **Under our
+# - *Does the graph help, with the paper's learned edge weights?* Under the paper's BCE recipe, no (five seeds, p >
+# 0.5, the `reference` rows). **Under our
 #   best recipe, yes, significantly**: SAGERec reaches NDCG@10 0.0556 ± 0.0010 / Recall@10 0.0953 ± 0.0009, ahead of
 #   its no-graph counterpart on all four metrics over five seeds (+3.5% NDCG@10, +4.0% Recall@10, +4.5% Recall@20,
 #   +3.9% NDCG@20; paired t-tests p = 0.006, 3e-6, 0.003, 0.001: the paper's p < 0.01 on every metric). With the
@@ -297,7 +301,8 @@ test_markdown("sampled100")
 #   +2.1% NDCG@10 over the no-graph variant (0.0559 against 0.0547, p = 0.03) and the graph on top of it a further
 #   +4.6% (0.0584 against 0.0559, p = 0.007; Recall@10 +3.7%, Recall@20 +3.8%, NDCG@20 +4.5%; every metric p < 0.01): two thirds of
 #   the gain is the graph's. At d = 50 the split is about half each (text +2.7%, p = 0.02; graph on top +2.4%,
-#   p = 0.009). The steps, with their tests, are in `nbs/accuracy.ipynb`. The ICLRec code's post-LayerNorm block (`-p norm post`), which closed the BCE gap, gives SAGERec 0.0544 (seed 0): no help under the best recipe.
+#   p = 0.009). The steps, with their tests, are in `nbs/accuracy.ipynb`. The ICLRec code's post-LayerNorm block (`-p
+#   norm post`), which closed the BCE gap, gives SAGERec 0.0544 (seed 0): no help under the best recipe.
 # - *Validation vs test.* Test NDCG is about 25% below validation NDCG for every model: test targets are later and
 #   rarer in training (median 12 vs 15 training interactions), not a leak or a bug in either stage.
 #
@@ -360,7 +365,8 @@ Markdown("| model | class | follows | graph by default | user vectors |\n|---|--
 # **Every model on Beauty** (`configs/grids/paper_main_beauty.yaml`: `configs/beauty.yaml` with a constant LR, and
 # each baseline's own `configs/models/<model>.yaml` on top; one CPU thread per run; full ranking with the history
 # masked; mean over the seeds listed). `SASRec` is our no-graph variant under SAGERec's paper settings (d = 50, BCE).
-# Beside each row, the published number for the same split and protocol where there is one (`configs/reference/published.yaml`:
+# Beside each row, the published number for the same split and protocol where there is one
+# (`configs/reference/published.yaml`:
 # the ICSRec/ICLRec tables at @20, the S3-Rec family's SASRec and CL4SRec at @10) and our difference from it; these
 # are the sources' numbers, not ours. `nbs/paper.ipynb` has the full Tables 3–4 with all protocols and seeds.
 
@@ -411,7 +417,8 @@ models_markdown()
 #   among the other three.
 # - *TransRec (substitute) has no published row to compare with*: TransRec's paper evaluates on its own split and protocol, and
 #   ours is an LLM-free stand-in (facet identifiers generated by a small Transformer, grounded by a prefix trie;
-#   `nbs/16_transrec_sub.ipynb` says what differs). On seed 0 it is third among the baselines on NDCG@10 and NDCG@20, after SINE and CL4SRec, and
+#   `nbs/16_transrec_sub.ipynb` says what differs). On seed 0 it is third among the baselines on NDCG@10 and NDCG@20,
+#   after SINE and CL4SRec, and
 #   the slowest model per epoch here (it generates every item's facet tokens).
 
 # %% [markdown]
@@ -483,7 +490,9 @@ paper_grid_markdown("paper_ablation_beauty.yaml", ("(A) full",), claim=("(A) ful
 # metric (five seeds each: NDCG@10 0.0361 against 0.0259, +39%), and ahead of no graph (C) by as much (+42% NDCG@10,
 # p = 8e-6; Recall@10 +34%, Recall@20 +26%, p ≤ 2e-4: the `fixed_edges` / `reference` rows of "Is the graph's gain
 # real?" above); the random graph (D) is fourth and no position embedding (E) last on every metric, close together
-# (NDCG@10 0.0244 and 0.0243; (D) is 4% below no graph, p = 0.08). Every row has five seeds. Toys (seeds 0–1, table below) also puts (B) first, but there (A) is second and the random graph last, as the paper claims. **Why the learned layer loses** (`nbs/paper.ipynb`, "What the learned edge MLP
+# (NDCG@10 0.0244 and 0.0243; (D) is 4% below no graph, p = 0.08). Every row has five seeds. Toys (seeds 0–1, table
+# below) also puts (B) first, but there (A) is second and the random graph last, as the paper claims. **Why the
+# learned layer loses** (`nbs/paper.ipynb`, "What the learned edge MLP
 # does with the graph" and the table after it). The layer divides the edge weights by the weighted degrees, so their
 # scale cancels; what counts is how large the propagated term is against the raw row it is added to. Under the
 # paper's recipe the learned MLP shrinks it to 5% of the raw row (seed 0; to 3e-6 under the published-level BCE and
@@ -522,7 +531,8 @@ paper_grid_markdown("paper_ablation_ml-1m.yaml", ("(A) full",), claim=("(A) full
 # the graph, with the paper's learned graph layer in front of their item table (`-p graph true`), and with that layer
 # on fixed cosine weights (`-p graph_weights fixed`, beyond the paper). NDCG@10 and Recall@20, full ranking with the
 # history masked, mean over the seeds in `seeds`; the change is against the same model without the graph on the seeds
-# both rows have, and `p` the paired two-sided t-test of NDCG@10 over those seeds (two or more).
+# both rows have, `per seed` the NDCG@10 change on each of those seeds, and `p` the paired two-sided t-test of NDCG@10
+# over them (two or more).
 
 # %%
 #| echo: false
@@ -545,6 +555,9 @@ def plugin_markdown(grid: str = "paper_plugin_beauty.yaml", metrics: tuple[str, 
             row[m] = f"{runs[m].mean():.4f}"  # the change: paired, on the seeds both rows have
             row[f"{m} change"] = (f"{runs[m].loc[:, :, common].mean() / without.loc[common, m].mean() - 1:+.1%}"
                                   if graph != "without" and common else "")
+        by_seed = runs[metrics[0]].droplevel(["model", "graph"])  # the first metric's change on each common seed
+        row["per seed"] = (", ".join(f"{by_seed[sd] / without.loc[sd, metrics[0]] - 1:+.0%}" for sd in sorted(common))
+                           if graph != "without" else "")
         pair = done[done["variant"].isin([f"{model}{sfx}" for sfx, g in PLUGIN_GRAPHS.items() if g in (graph, "without")])]
         with warnings.catch_warnings():  # the seeds only one row has are left out, as `common` says
             warnings.simplefilter("ignore")
@@ -553,7 +566,7 @@ def plugin_markdown(grid: str = "paper_plugin_beauty.yaml", metrics: tuple[str, 
         rows.append(row)
     order = {g: i for i, g in enumerate(PLUGIN_GRAPHS.values())}
     tab = pd.DataFrame(rows).sort_values(["model", "graph"], key=lambda c: c.map(order) if c.name == "graph" else c)
-    text = tab[["model", "graph", *[c for m in metrics for c in (m, f"{m} change")], "p", "seeds"]].to_markdown(index=False, disable_numparse=True)
+    text = tab[["model", "graph", *[c for m in metrics for c in (m, f"{m} change")], "per seed", "p", "seeds"]].to_markdown(index=False, disable_numparse=True)
     if len(missing): text += "\n\n" + missing_line(missing)
     return Markdown(text)
 
