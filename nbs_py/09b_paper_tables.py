@@ -289,16 +289,16 @@ test_fail(lambda: load_published(pub_file, "beauty"), contains="unknown sources"
 # %% [markdown]
 # ## Table 5: the ablations, and the claimed order checked
 #
-# The paper claims (A) full > every other variant and (D) random graph < every other variant. `claimed_order`
-# states, per metric, whether the data agree, from the means, and which pairs the paired t-test separates.
+# The paper claims (A) full > every other variant and (D) random graph < every other variant. `ablation_order`
+# gives, per metric, the measured order of the means and whether it agrees with the claim.
 
 # %%
 #| export
-def claimed_order(summ: pd.DataFrame,             # from `paper_table` on the ablation runs
-                  best: str, worst: str,           # the labels the paper claims best and worst
-                  metrics: tuple[str, ...] = METRICS,
-                 ) -> pd.DataFrame:
-    "Per metric: the labels ranked by mean, and whether `best` is first and `worst` last as claimed."
+def ablation_order(summ: pd.DataFrame,            # from `paper_table` on the ablation runs
+                   best: str, worst: str,          # the labels the paper claims best and worst
+                   metrics: tuple[str, ...] = METRICS,
+                  ) -> pd.DataFrame:
+    "Per metric: the measured order of the labels (by mean), and whether `best` is first and `worst` last as claimed."
     rows = []
     for m in metrics:
         order = summ[(m, "mean")].sort_values(ascending=False).index.tolist()
@@ -309,12 +309,12 @@ def claimed_order(summ: pd.DataFrame,             # from `paper_table` on the ab
 
 
 # %%
-co = claimed_order(summ, best="SAGERec", worst="GRU4Rec")
+co = ablation_order(summ, best="SAGERec", worst="GRU4Rec")
 co
 
 # %%
 assert co["SAGERec best"].all() and co["GRU4Rec worst"].all()
-assert not claimed_order(summ, best="SASRec", worst="SAGERec")["SASRec best"].any()
+assert not ablation_order(summ, best="SASRec", worst="SAGERec")["SASRec best"].any()
 
 
 # %% [markdown]

@@ -435,14 +435,17 @@ models_markdown()
 
 # %%
 #| echo: false
-from sagerec.paper import claimed_order, cold_table, format_paper_table, paper_table
+from sagerec.paper import ablation_order, cold_table, format_paper_table, paper_table
+from sagerec.report import format_changes, seed_changes
 import warnings
 
 PAPER_OURS = ("SAGERec (paper recipe)", "SAGERec (published-level BCE)", "SAGERec (best recipe)", "SAGERec, fixed edges (best recipe)", "SAGERec + text (best recipe, d 64)",
         "SAGERec + text, fixed edges (best recipe, d 64)")
 
-def paper_grid_markdown(grid: str, ours: tuple[str, ...], claim: tuple[str, str] | None = None) -> Markdown:
-    "One grid's runs as the paper's table (masked full ranking), with the paper's claimed order checked when `claim` = (best, worst)."
+def paper_grid_markdown(grid: str, ours: tuple[str, ...], claim: tuple[str, str] | None = None,
+                        pair: tuple[str, str] | None = None) -> Markdown:
+    """One grid's runs as the paper's table (masked full ranking), with the paper's claimed order checked when `claim` = (best, worst)
+    and, when `pair` = (a, b), the NDCG@10 change of a against b on each seed both have."""
     done, missing = grid_table([grid], RESULTS)
     parts = []
     if len(done):
@@ -451,11 +454,14 @@ def paper_grid_markdown(grid: str, ours: tuple[str, ...], claim: tuple[str, str]
             summ, tests = paper_table(done, ours=ours)
         parts.append(format_paper_table(summ, tests).reset_index().to_markdown(index=False, disable_numparse=True))
         if claim:
-            order = claimed_order(summ, *claim)
+            order = ablation_order(summ, *claim)
             held = {c: order[c].dropna().astype(bool) for c in order.columns[1:]}
             parts.append("Measured order, per metric (best first): " + "; ".join(f"{m}: {o}" for m, o in order["order (best first)"].items())
                          + ". The paper's claims: " + "; ".join(f"{c}: {'yes' if len(v) and v.all() else 'no' if len(v) else 'not run yet'}" for c, v in held.items())
                          + (f" (among the {len(summ)} rows run so far, not yet the claim)." if set(missing.label) - set(summ.index) else "."))
+        if pair and set(pair) <= set(done.label):
+            parts.append(f"{pair[0]} against {pair[1]}, NDCG@10 change per seed: "
+                         + format_changes(seed_changes(done, *pair, label="label")) + ".")
     else: parts.append("(no published run yet)")
     if len(missing): parts.append(missing_line(missing))
     return Markdown("\n\n".join(parts))
@@ -483,7 +489,8 @@ paper_grid_markdown("paper_main_ml-1m.yaml", PAPER_OURS)
 
 # %%
 #| echo: false
-paper_grid_markdown("paper_ablation_beauty.yaml", ("(A) full",), claim=("(A) full", "(D) random graph"))
+paper_grid_markdown("paper_ablation_beauty.yaml", ("(A) full",), claim=("(A) full", "(D) random graph"),
+                    pair=("(A) full", "(C) no graph"))
 
 # %% [markdown]
 # **The claimed order does not hold on Beauty.** Fixed cosine weights (B) are far *ahead* of the full model (A) on every
@@ -510,7 +517,8 @@ paper_grid_markdown("paper_ablation_beauty.yaml", ("(A) full",), claim=("(A) ful
 
 # %%
 #| echo: false
-paper_grid_markdown("paper_ablation_toys.yaml", ("(A) full",), claim=("(A) full", "(D) random graph"))
+paper_grid_markdown("paper_ablation_toys.yaml", ("(A) full",), claim=("(A) full", "(D) random graph"),
+                    pair=("(A) full", "(C) no graph"))
 
 # %% [markdown]
 # On Toys (seeds 0–1) fixed cosine weights are again far ahead: NDCG@10 0.0447 for (B) against 0.0317 for (A),
@@ -523,7 +531,8 @@ paper_grid_markdown("paper_ablation_toys.yaml", ("(A) full",), claim=("(A) full"
 
 # %%
 #| echo: false
-paper_grid_markdown("paper_ablation_ml-1m.yaml", ("(A) full",), claim=("(A) full", "(D) random graph"))
+paper_grid_markdown("paper_ablation_ml-1m.yaml", ("(A) full",), claim=("(A) full", "(D) random graph"),
+                    pair=("(A) full", "(C) no graph"))
 
 # %% [markdown]
 # **Figure 2, the graph plug-in, Beauty** (`paper_plugin_beauty.yaml`; the bars are in `nbs/paper.ipynb` and
@@ -537,7 +546,7 @@ paper_grid_markdown("paper_ablation_ml-1m.yaml", ("(A) full",), claim=("(A) full
 # %%
 #| echo: false
 from sagerec.paper import PLUGIN_GRAPHS, plugin_frame
-from sagerec.report import paired_test
+from sagerec.report import paired_test, seed_changes
 suffix = {g: sfx for sfx, g in PLUGIN_GRAPHS.items()}  # bar name -> label suffix
 
 def plugin_markdown(grid: str = "paper_plugin_beauty.yaml", metrics: tuple[str, ...] = ("ndcg@10", "recall@20")) -> Markdown:
@@ -555,10 +564,9 @@ def plugin_markdown(grid: str = "paper_plugin_beauty.yaml", metrics: tuple[str, 
             row[m] = f"{runs[m].mean():.4f}"  # the change: paired, on the seeds both rows have
             row[f"{m} change"] = (f"{runs[m].loc[:, :, common].mean() / without.loc[common, m].mean() - 1:+.1%}"
                                   if graph != "without" and common else "")
-        by_seed = runs[metrics[0]].droplevel(["model", "graph"])  # the first metric's change on each common seed
-        row["per seed"] = (", ".join(f"{by_seed[sd] / without.loc[sd, metrics[0]] - 1:+.0%}" for sd in sorted(common))
-                           if graph != "without" else "")
         pair = done[done["variant"].isin([f"{model}{sfx}" for sfx, g in PLUGIN_GRAPHS.items() if g in (graph, "without")])]
+        row["per seed"] = (", ".join(f"{c:+.0%}" for c in seed_changes(pair, model + suffix[graph], model, metric=metrics[0]))
+                           if graph != "without" else "")  # the first metric's change on each common seed
         with warnings.catch_warnings():  # the seeds only one row has are left out, as `common` says
             warnings.simplefilter("ignore")
             row["p"] = (f"{paired_test(pair, model + suffix[graph], model, metrics=metrics[:1]).loc[metrics[0], 'p']:.2g}"

@@ -35,7 +35,7 @@ import pandas as pd
 
 from sagerec.core import project_root, runs_dir, save_fig
 from sagerec.data import load_dataset
-from sagerec.paper import (claimed_order, cold_table, compute_plan, efficiency_table, format_paper_table, grid_table, missing_line, paper_table,
+from sagerec.paper import (ablation_order, cold_table, compute_plan, efficiency_table, format_paper_table, grid_table, missing_line, paper_table,
                            plot_plugin, plugin_frame)
 from sagerec.report import METRICS
 
@@ -177,7 +177,7 @@ for ds in DATASETS:
             warnings.simplefilter("ignore")
             summ, tests = paper_table(done, ours=("(A) full",))
         show(format_paper_table(summ, tests))
-        show(claimed_order(summ, best="(A) full", worst="(D) random graph"))
+        show(ablation_order(summ, best="(A) full", worst="(D) random graph"))
     else: print("no published run yet")
     print(missing_line(missing))
 

@@ -21,7 +21,7 @@ from .report import METRICS, load_run, paired_test, run_row, seed_summary
 
 # %% auto #0
 __all__ = ['PLUGIN_GRAPHS', 'COLD_RULE', 'grid_path', 'grid_runs', 'grid_table', 'missing_line', 'fake_run', 'paper_table',
-           'format_paper_table', 'load_published', 'published_comparison', 'claimed_order', 'edge_weight_summary',
+           'format_paper_table', 'load_published', 'published_comparison', 'ablation_order', 'edge_weight_summary',
            'edge_weight_table', 'plugin_frame', 'plot_plugin', 'efficiency_row', 'efficiency_table', 'compute_plan',
            'pick_cold_items', 'cold_split', 'cold_users', 'text_rows', 'cold_metrics', 'cold_table', 'checkpoint_table',
            'embedding_cosines']
@@ -176,12 +176,12 @@ def published_comparison(done: pd.DataFrame,                # from `grid_table`,
                          f"more than {tolerance:.0%} below": mean < (1 - tolerance) * float(p[m]), "source": p["source"]})
     return pd.DataFrame(rows, columns=["label", "metric", "ours", "seeds", "published", "difference", f"more than {tolerance:.0%} below", "source"])
 
-# %% ../nbs/09b_paper_tables.ipynb #96efd0eb
-def claimed_order(summ: pd.DataFrame,             # from `paper_table` on the ablation runs
-                  best: str, worst: str,           # the labels the paper claims best and worst
-                  metrics: tuple[str, ...] = METRICS,
-                 ) -> pd.DataFrame:
-    "Per metric: the labels ranked by mean, and whether `best` is first and `worst` last as claimed."
+# %% ../nbs/09b_paper_tables.ipynb #9ce7b1d8
+def ablation_order(summ: pd.DataFrame,            # from `paper_table` on the ablation runs
+                   best: str, worst: str,          # the labels the paper claims best and worst
+                   metrics: tuple[str, ...] = METRICS,
+                  ) -> pd.DataFrame:
+    "Per metric: the measured order of the labels (by mean), and whether `best` is first and `worst` last as claimed."
     rows = []
     for m in metrics:
         order = summ[(m, "mean")].sort_values(ascending=False).index.tolist()

@@ -21,8 +21,9 @@ from .core import check, project_root, read_json
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'METRICS', 'RECIPE_DEFAULTS', 'POPULARITY_GROUPS', 'load_run', 'run_row', 'runs_table', 'results_dir',
-           'publish_run', 'plot_runs', 'seed_summary', 'paired_test', 'changed_settings', 'ablation_table',
-           'reference_recipe', 'recipe_summary', 'graph_tests', 'popularity_groups', 'metrics_by_group']
+           'publish_run', 'plot_runs', 'seed_summary', 'paired_test', 'seed_changes', 'format_changes',
+           'changed_settings', 'ablation_table', 'reference_recipe', 'recipe_summary', 'graph_tests',
+           'popularity_groups', 'metrics_by_group']
 
 # %% ../nbs/09_report.ipynb #7eda6181
 PROTOCOLS = ("full-masked", "full-unmasked", "sampled100")  # evaluation protocols recorded by nbs/train.ipynb
@@ -132,6 +133,24 @@ def paired_test(table: pd.DataFrame,                 # from `runs_table`, one da
         rows.append({"metric": m, f"{a} mean": xa.mean(), f"{b} mean": xb.mean(), "gain": xa.mean() / xb.mean() - 1,
                      "t": float(r.statistic), "p": float(r.pvalue), "seeds": len(seeds)})
     return pd.DataFrame(rows).set_index("metric")
+
+# %% ../nbs/09_report.ipynb #478a39ec
+def seed_changes(table: pd.DataFrame,   # from `runs_table` (or `sagerec.paper.grid_table`), one dataset and protocol
+                 a: str, b: str,        # the two values of `label` compared (a / b - 1)
+                 label: str = "variant",
+                 metric: str = "ndcg@10",
+                ) -> pd.Series:
+    "Relative change of `a` against `b` on each seed both have (index: seed); empty when they share no seed."
+    check(metric in table.columns, f"No column {metric!r}; the metrics are {list(METRICS)}.")
+    for v in (a, b): check((table[label] == v).any(), f"No run has {label} = {v!r}; the table has {sorted(table[label].astype(str).unique())}.")
+    ta, tb = (table[table[label] == v].set_index("seed")[metric] for v in (a, b))
+    for t, v in ((ta, a), (tb, b)): check(t.index.is_unique, f"{label} = {v!r} has several runs with the same seed: filter the table first.")
+    seeds = sorted(set(ta.index) & set(tb.index))
+    return (ta.loc[seeds] / tb.loc[seeds] - 1).rename(f"{metric} change")
+
+def format_changes(changes: pd.Series) -> str:
+    "`seed_changes` as text: '+11% (seed 0), +14% (seed 1)'."
+    return ", ".join(f"{c:+.0%} (seed {s})" for s, c in changes.items())
 
 # %% ../nbs/09_report.ipynb #64902673
 def changed_settings(params: dict,      # a run's params.json
