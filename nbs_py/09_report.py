@@ -212,6 +212,13 @@ def seed_summary(table: pd.DataFrame,                       # from `runs_table`
     return out.assign(seeds=g["seed"].apply(lambda s: ",".join(map(str, sorted(s)))), n=g["seed"].nunique())
 
 
+def _by_seed(table: pd.DataFrame, a: str, b: str, label: str) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    "The runs of `a` and of `b`, each indexed by seed, and the seeds both have."
+    for v in (a, b): check((table[label] == v).any(), f"No run has {label} = {v!r}; the table has {sorted(table[label].astype(str).unique())}.")
+    ta, tb = (table[table[label] == v].set_index("seed") for v in (a, b))
+    for t, v in ((ta, a), (tb, b)): check(t.index.is_unique, f"{label} = {v!r} has several runs with the same seed: filter the table first.")
+    return ta, tb, sorted(set(ta.index) & set(tb.index))
+
 def paired_test(table: pd.DataFrame,                 # from `runs_table`, one dataset and protocol
                 a: str, b: str,                      # the two values of `label` compared (a - b)
                 label: str = "variant",              # the column that tells the methods apart
@@ -221,10 +228,7 @@ def paired_test(table: pd.DataFrame,                 # from `runs_table`, one da
     from scipy.stats import ttest_rel
     check(table["dataset"].nunique() == 1 and table["protocol"].nunique() == 1,
           "paired_test compares runs of one dataset under one protocol: filter the table first.")
-    for v in (a, b): check((table[label] == v).any(), f"No run has {label} = {v!r}; the table has {sorted(table[label].astype(str).unique())}.")
-    ta, tb = (table[table[label] == v].set_index("seed") for v in (a, b))
-    for t, v in ((ta, a), (tb, b)): check(t.index.is_unique, f"{label} = {v!r} has several runs with the same seed: filter the table first.")
-    seeds = sorted(set(ta.index) & set(tb.index))
+    ta, tb, seeds = _by_seed(table, a, b, label)
     check(len(seeds) >= 2, f"A paired test needs at least 2 seeds run for both {a!r} and {b!r}; common seeds: {seeds}.")
     left_out = sorted(set(ta.index) ^ set(tb.index))
     if left_out: warnings.warn(f"Seeds {left_out} were run for only one of {a!r}, {b!r} and are left out of the test.", stacklevel=2)
@@ -275,11 +279,8 @@ def seed_changes(table: pd.DataFrame,   # from `runs_table` (or `sagerec.paper.g
                 ) -> pd.Series:
     "Relative change of `a` against `b` on each seed both have (index: seed); empty when they share no seed."
     check(metric in table.columns, f"No column {metric!r}; the metrics are {list(METRICS)}.")
-    for v in (a, b): check((table[label] == v).any(), f"No run has {label} = {v!r}; the table has {sorted(table[label].astype(str).unique())}.")
-    ta, tb = (table[table[label] == v].set_index("seed")[metric] for v in (a, b))
-    for t, v in ((ta, a), (tb, b)): check(t.index.is_unique, f"{label} = {v!r} has several runs with the same seed: filter the table first.")
-    seeds = sorted(set(ta.index) & set(tb.index))
-    return (ta.loc[seeds] / tb.loc[seeds] - 1).rename(f"{metric} change")
+    ta, tb, seeds = _by_seed(table, a, b, label)
+    return (ta.loc[seeds, metric] / tb.loc[seeds, metric] - 1).rename(f"{metric} change")
 
 def format_changes(changes: pd.Series) -> str:
     "`seed_changes` as text: '+11% (seed 0), +14% (seed 1)'."

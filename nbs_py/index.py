@@ -481,7 +481,7 @@ paper_grid_markdown("paper_main_toys.yaml", PAPER_OURS)
 # (0.0247), Caser (0.0210), S3-Rec (0.0143) and BPR (0.0119) are below it. The paper puts SAGERec first on Toys, NDCG@10
 # 5.4% above CL4SRec; here CL4SRec is 45% above SAGERec. Under our best recipe every SAGERec configuration is
 # ahead of every baseline (SAGERec + text, fixed edges: 0.0685, five seeds). DSSRec's run reached the 200-epoch cap of
-# `configs/toys.yaml` (best epoch 195), so its number is if anything low. One seed per baseline: seeds 1–4 and TransRec
+# `configs/toys.yaml` (the compute plan in `nbs/paper.ipynb` lists its 200 epochs), so its number is if anything low. One seed per baseline: seeds 1–4 and TransRec
 # (substitute) are in the compute plan.
 
 # %% [markdown]
@@ -535,8 +535,7 @@ paper_grid_markdown("paper_ablation_toys.yaml", ("(A) full",), claim=("(A) full"
 # 0.0308 without the graph (C), 0.0293 without position embeddings (E) and 0.0277 on the random graph (D). (B) is
 # first and (D) last on every metric and every seed: the paper's (D)-worst claim holds here, its (A)-best claim does
 # not. (A) and (C) are close: (A) is 2% ahead on NDCG@10 over the three seeds, but not on every seed (the line under
-# the table: seed 2 puts (C) ahead on NDCG@10, Recall@10 and Recall@20), and behind on Recall@10 (0.0562 against
-# 0.0569). Three seeds per row; seeds 3–4 are in the compute plan.
+# the table: −1% on seed 2), and behind on Recall@10 (0.0562 against 0.0569). Three seeds per row; seeds 3–4 are in the compute plan.
 #
 # ML-1M (`paper_ablation_ml-1m.yaml`):
 
@@ -626,11 +625,11 @@ cold_markdown()
 
 # %% [markdown]
 # **What the cold set says** (Beauty, seeds 0–2 for every model). As trained, SASRec never puts a cold item in a cold
-# user's top 10 (NDCG@10 0, as the paper's SASRec), CL4SRec does so for one of the 294 cold users on one seed (0.0003,
-# against the paper's 0.0075), and SAGERec rarely does (0.0021): its cold rows were trained only as sampled negatives,
-# and propagation over the text graph lifts them a little. Rebuilding the cold rows from their text neighbours after training (`text_rows`, no retraining) is the larger
-# step, and it works for every model: SAGERec 0.0085, SASRec 0.0076, CL4SRec 0.0061 (Recall@10 0.0181, 0.0136,
-# 0.0102). So SAGERec is first, as in the paper, but at about half its reported 0.0148, and an ID model given the same
+# user's top 10 (NDCG@10 0, as the paper's SASRec), CL4SRec almost never does (0.0003, against the paper's 0.0075),
+# and SAGERec rarely does (0.0021): its cold rows were trained only as sampled negatives, and propagation over the
+# text graph lifts them a little. Rebuilding the cold rows from their text neighbours after training (`text_rows`,
+# no retraining) is the larger step, and it works for every model: SAGERec 0.0085, SASRec 0.0076, CL4SRec 0.0061
+# (Recall@10 0.0181, 0.0136, 0.0102). So SAGERec is first, as in the paper, but at about half its reported 0.0148, and an ID model given the same
 # text rows comes close to it (SAGERec's lead over SASRec with text rows is within one standard deviation).
 
 # %% [markdown]
