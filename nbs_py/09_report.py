@@ -174,7 +174,7 @@ def plot_runs(table: pd.DataFrame,                # from `runs_table`
     fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.2))
     sns.barplot(long, x="metric", y="value", hue="run_label", errorbar="sd", capsize=0.1, err_kws={"linewidth": 1}, ax=ax)
     ax.set(xlabel="", ylabel="test value", title=title or f"{table['dataset'].iloc[0]}, {table['protocol'].iloc[0]}")
-    ax.legend(title=label, fontsize=8, title_fontsize=8, frameon=False)
+    ax.legend(title=label, fontsize=8, title_fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
     return fig
 
 
@@ -315,6 +315,10 @@ def changed_settings(params: dict,      # a run's params.json
     diff = [f"{k}={params[k]}" for k in sorted(reference) if k in params and params[k] is not None and not same(params[k], reference[k])]
     return ", ".join(diff) or "reference"
 
+def trained_on(run: dict) -> str:
+    "The kind of device a run trained on, 'cpu' or 'cuda' (its metrics' `device`; runs that did not record it ran on the CPU)."
+    return str(run["metrics"].get("device") or "cpu").split(":")[0]
+
 def ablation_table(folders, reference: dict, protocol: str = "full-masked", extra: tuple[str, ...] = ()) -> pd.DataFrame:
     "`runs_table` of the runs in `folders` with a `change` column from `changed_settings` against `reference`."
     runs = [r for f in map(Path, folders) for r in (sorted(f.iterdir()) if not (f / "params.json").exists() else [f])
@@ -322,6 +326,7 @@ def ablation_table(folders, reference: dict, protocol: str = "full-masked", extr
     rows = []
     for r in runs:
         run = load_run(r)
+        run = {**run, "params": {**run["params"], "device": trained_on(run)}}  # the device it ran on, not the one asked for ('auto')
         rows.append({**run_row(run, protocol, tuple(reference) + tuple(extra)), "change": changed_settings(run["params"], reference)})
     return pd.DataFrame(rows)
 
@@ -336,6 +341,21 @@ test_eq(changed_settings({"l2": 1.0000000000001e-5, "n_neg": 100, "loss": "ce"},
 test_eq(changed_settings({}, ref), "reference")
 
 # %% [markdown]
+# The device a run trained on is part of what was run: a GPU run is not bit-identical to the CPU run of the same seed,
+# so it must not be paired with it or averaged into its row. `ablation_table` records it (`trained_on`) as the setting
+# `device`, which the reference recipe sets to `cpu`: a GPU run's change says `device=cuda`.
+
+# %%
+fake_run(tmp / "dev", "c0", "sagerec", 0.04); g0 = fake_run(tmp / "dev", "g0", "sagerec", 0.05)
+(g0 / "metrics.json").write_text(json.dumps({**json.loads((g0 / "metrics.json").read_text()), "device": "cuda:0"}))
+dev_tab = ablation_table([tmp / "dev"], {"device": "cpu", "l2": 1e-5})
+dev_tab[["device", "change", "ndcg@10"]]
+
+# %%
+test_eq(dev_tab.sort_values("ndcg@10")["change"].tolist(), ["reference", "device=cuda"])
+test_eq(dev_tab.sort_values("ndcg@10")["device"].tolist(), ["cpu", "cuda"])
+
+# %% [markdown]
 # Tables group runs by what differs from a dataset's **reference recipe**: the settings of `configs/<dataset>.yaml`
 # over the train notebook's defaults, with a constant learning rate (`lr_patience 0`, the project's schedule; see
 # the README). `recipe_summary` gives one row per change (mean ± std over seeds, the NDCG@10 gain over the
@@ -348,7 +368,8 @@ RECIPE_DEFAULTS = dict(dim=50, n_heads=1, n_blocks=2, dropout=0.5, max_len=50, l
                        attn_out_dropout=True, ffn_inner_dropout=True, norm="pre", init="xavier", scale_input=True, batch_size=128, lr=1e-3,
                        adam_beta2=0.999, n_neg=1, bucket=50, loss_norm="batch", loss="bce", pool="uniform", logq=False,
                        lr_patience=0, lr_signal="valid_loss", output_embedding="graph", k=3, n_graph_layers=1, edge_dropout=0.2,
-                       node_dropout=0.5, node_dropout_mode="messages", text_dim=64)  # the train notebook's defaults for what defines a recipe
+                       node_dropout=0.5, node_dropout_mode="messages", text_dim=64,
+                       device="cpu")  # the train notebook's defaults for what defines a recipe; `device`: what a run trained on (`trained_on`)
 
 def reference_recipe(dataset: str, configs: Path | str | None = None) -> dict:
     "The reference recipe of `dataset`: `RECIPE_DEFAULTS` overlaid by `configs/<dataset>.yaml`, with a constant LR."

@@ -22,7 +22,7 @@ from .core import check, project_root, read_json
 # %% auto #0
 __all__ = ['PROTOCOLS', 'METRICS', 'RECIPE_DEFAULTS', 'POPULARITY_GROUPS', 'load_run', 'run_row', 'runs_table', 'results_dir',
            'publish_run', 'plot_runs', 'seed_summary', 'paired_test', 'seed_changes', 'format_changes',
-           'changed_settings', 'ablation_table', 'reference_recipe', 'recipe_summary', 'graph_tests',
+           'changed_settings', 'trained_on', 'ablation_table', 'reference_recipe', 'recipe_summary', 'graph_tests',
            'popularity_groups', 'metrics_by_group']
 
 # %% ../nbs/09_report.ipynb #7eda6181
@@ -79,7 +79,7 @@ def publish_run(run_folder: Path | str, dest: Path | str | None = None) -> Path:
         if (Path(run_folder) / f).exists(): shutil.copy2(Path(run_folder) / f, out / f)
     return out
 
-# %% ../nbs/09_report.ipynb #14a59bb1
+# %% ../nbs/09_report.ipynb #989737ab
 def plot_runs(table: pd.DataFrame,                # from `runs_table`
               label: str = "variant",             # column whose value names each bar
               metrics: tuple[str, ...] = METRICS, # metrics to show, one group each
@@ -94,7 +94,7 @@ def plot_runs(table: pd.DataFrame,                # from `runs_table`
     fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.2))
     sns.barplot(long, x="metric", y="value", hue="run_label", errorbar="sd", capsize=0.1, err_kws={"linewidth": 1}, ax=ax)
     ax.set(xlabel="", ylabel="test value", title=title or f"{table['dataset'].iloc[0]}, {table['protocol'].iloc[0]}")
-    ax.legend(title=label, fontsize=8, title_fontsize=8, frameon=False)
+    ax.legend(title=label, fontsize=8, title_fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
     return fig
 
 # %% ../nbs/09_report.ipynb #5213171d
@@ -153,7 +153,7 @@ def format_changes(changes: pd.Series) -> str:
     "`seed_changes` as text: '+11% (seed 0), +14% (seed 1)'."
     return ", ".join(f"{c:+.0%} (seed {s})" for s, c in changes.items())
 
-# %% ../nbs/09_report.ipynb #64902673
+# %% ../nbs/09_report.ipynb #73d6a6d3
 def changed_settings(params: dict,      # a run's params.json
                      reference: dict,   # the reference recipe: setting -> value
                     ) -> str:
@@ -162,6 +162,10 @@ def changed_settings(params: dict,      # a run's params.json
     diff = [f"{k}={params[k]}" for k in sorted(reference) if k in params and params[k] is not None and not same(params[k], reference[k])]
     return ", ".join(diff) or "reference"
 
+def trained_on(run: dict) -> str:
+    "The kind of device a run trained on, 'cpu' or 'cuda' (its metrics' `device`; runs that did not record it ran on the CPU)."
+    return str(run["metrics"].get("device") or "cpu").split(":")[0]
+
 def ablation_table(folders, reference: dict, protocol: str = "full-masked", extra: tuple[str, ...] = ()) -> pd.DataFrame:
     "`runs_table` of the runs in `folders` with a `change` column from `changed_settings` against `reference`."
     runs = [r for f in map(Path, folders) for r in (sorted(f.iterdir()) if not (f / "params.json").exists() else [f])
@@ -169,15 +173,17 @@ def ablation_table(folders, reference: dict, protocol: str = "full-masked", extr
     rows = []
     for r in runs:
         run = load_run(r)
+        run = {**run, "params": {**run["params"], "device": trained_on(run)}}  # the device it ran on, not the one asked for ('auto')
         rows.append({**run_row(run, protocol, tuple(reference) + tuple(extra)), "change": changed_settings(run["params"], reference)})
     return pd.DataFrame(rows)
 
-# %% ../nbs/09_report.ipynb #5a68978c
+# %% ../nbs/09_report.ipynb #4ee03d02
 RECIPE_DEFAULTS = dict(dim=50, n_heads=1, n_blocks=2, dropout=0.5, max_len=50, l2=1e-5, ffn_mult=1, activation="relu",
                        attn_out_dropout=True, ffn_inner_dropout=True, norm="pre", init="xavier", scale_input=True, batch_size=128, lr=1e-3,
                        adam_beta2=0.999, n_neg=1, bucket=50, loss_norm="batch", loss="bce", pool="uniform", logq=False,
                        lr_patience=0, lr_signal="valid_loss", output_embedding="graph", k=3, n_graph_layers=1, edge_dropout=0.2,
-                       node_dropout=0.5, node_dropout_mode="messages", text_dim=64)  # the train notebook's defaults for what defines a recipe
+                       node_dropout=0.5, node_dropout_mode="messages", text_dim=64,
+                       device="cpu")  # the train notebook's defaults for what defines a recipe; `device`: what a run trained on (`trained_on`)
 
 def reference_recipe(dataset: str, configs: Path | str | None = None) -> dict:
     "The reference recipe of `dataset`: `RECIPE_DEFAULTS` overlaid by `configs/<dataset>.yaml`, with a constant LR."
