@@ -400,7 +400,7 @@ models_markdown()
 #
 # - *Within 15% of the published numbers, or above:* BPR, Caser, DSSRec, SINE, BERT4Rec and CL4SRec at @20; SINE's
 #   NDCG@20, and GRU4Rec and S3-Rec on both metrics, are *above* their published rows.
-# - *S3-Rec about a quarter above its published row at @20* (seeds 0–1), yet below our SASRec: ours pre-trains 100 epochs on the
+# - *S3-Rec about a third above its published row at @20* (seeds 0–2), yet below our SASRec: ours pre-trains 100 epochs on the
 #   item attributes (Beauty's categories and brand) with its paper's four objectives (AAP, MIP, MAP, SP), then
 #   fine-tunes with BCE. The comparison tables' row is far below their own SASRec, which S3-Rec's own paper does
 #   not report; we do not know their setup.
