@@ -121,7 +121,7 @@ def item_identifiers(ds, title_tokens: int = 6, attr_tokens: int = 4) -> FacetId
     per = [facet_tokens(i, p, title_tokens, attr_tokens) for i, p in enumerate(items["prompt"], start=1)]
     return FacetIdentifiers({f: FacetTrie.build([t[f] for t in per]) for f in FACETS}, len(items))
 
-# %% ../nbs/16_transrec_sub.ipynb #58daff01
+# %% ../nbs/16_transrec_sub.ipynb #f11d375d
 class FacetHead(nn.Module):
     "Token model of one facet: logit(child c of node p) = q . E[tok c] + (depth[c] + R E[tok p]) . E[tok c]."
     def __init__(self, trie: FacetTrie, dim: int):
@@ -150,9 +150,10 @@ class FacetHead(nn.Module):
         e = self.tok(self.token[nodes])  # (U, D)
         return ((self.dep(self.depth[nodes]) + self.r(self.tok(self.token[self.parent[nodes].clamp(min=0)]))) * e).sum(-1)
 
-    def branch_logp(self, q: Tensor) -> Tensor:  # (B, D) -> (B, Mb+1) log p(node | parent, user) of the branching nodes, then 0
+    def branch_logp(self, q: Tensor, bias: Tensor | None = None) -> Tensor:  # (B, D) -> (B, Mb+1) log p(node | parent, user) of the branching nodes, then 0
+        "`bias`: `node_bias(branch)`, user-independent, passed in when one call scores many chunks of users."
         nodes = self.branch
-        logits = q @ self.tok(self.token[nodes]).T + self.node_bias(nodes)  # (B, Mb)
+        logits = q @ self.tok(self.token[nodes]).T + (self.node_bias(nodes) if bias is None else bias)  # (B, Mb)
         par = self.branch_parent.expand_as(logits)  # (B, Mb)
         P = int(self.branch_parent.max()) + 1 if len(nodes) else 1
         mx = logits.new_full((q.shape[0], P), float("-inf")).scatter_reduce(1, par, logits, "amax", include_self=True).detach()
@@ -160,26 +161,29 @@ class FacetHead(nn.Module):
         lse = mx + z.log()  # (B, P) log-sum-exp over each branching parent's children
         return torch.cat([logits - lse.gather(1, par), logits.new_zeros(q.shape[0], 1)], dim=1)  # (B, Mb+1)
 
-    def item_logp(self, q: Tensor) -> Tensor:  # (B, D) -> (B, N+1) log-likelihood of each item's identifier
-        lp = self.branch_logp(q)  # (B, Mb+1)
-        out = lp[:, self.branch_path[:, 0]]
-        for d in range(1, self.branch_path.shape[1]): out = out + lp[:, self.branch_path[:, d]]
+    def item_logp(self, q: Tensor, bias: Tensor | None = None) -> Tensor:  # (B, D) -> (B, N+1) log-likelihood of each item's identifier
+        lp = self.branch_logp(q, bias)  # (B, Mb+1)
+        out = lp.index_select(1, self.branch_path[:, 0])  # index_select: ~3x faster than lp[:, idx] on CPU, same values
+        for d in range(1, self.branch_path.shape[1]): out = out + lp.index_select(1, self.branch_path[:, d])
         return out  # (B, N+1)
 
-    def _lse_children(self, q: Tensor, par: Tensor) -> Tensor:  # (m, D), (m,) -> (m,) log-sum-exp over the children of each row's parent
-        out = q.new_zeros(q.shape[0])
+    def context(self, q: Tensor, nodes: Tensor) -> Tensor:  # (m, D), (m,) -> (m, D)
+        "u = q + depth[c] + R E[tok p] for a row whose next node c has parent p: logit(c) = u . E[tok c]. Siblings share p and the depth, so u is one vector per row."
+        return q + self.dep(self.depth[nodes]) + self.r(self.tok(self.token[self.parent[nodes]]))
+
+    def _lse_children(self, u: Tensor, par: Tensor) -> Tensor:  # (m, D) contexts, (m,) parents -> (m,) log-sum-exp over each row's sibling set
+        out = u.new_zeros(u.shape[0])
         root = par == 0
         if root.any():  # one shared sibling set: a dense product
-            ch = self.root_children
-            out = out.index_put((root.nonzero().squeeze(1),), torch.logsumexp(q[root] @ self.tok(self.token[ch]).T + self.node_bias(ch), 1))
+            out = out.index_put((root.nonzero().squeeze(1),), torch.logsumexp(u[root] @ self.tok(self.token[self.root_children]).T, 1))
         rest = (~root).nonzero().squeeze(1)
         if len(rest):  # small sibling sets: one (row, sibling) pair each
             p = par[rest]
             deg = self.child_ptr[p + 1] - self.child_ptr[p]  # (r,)
-            rows = torch.repeat_interleave(torch.arange(len(rest), device=q.device), deg)  # (P,)
-            offs = torch.arange(len(rows), device=q.device) - torch.repeat_interleave(deg.cumsum(0) - deg, deg)
+            rows = torch.repeat_interleave(torch.arange(len(rest), device=u.device), deg)  # (P,)
+            offs = torch.arange(len(rows), device=u.device) - torch.repeat_interleave(deg.cumsum(0) - deg, deg)
             sib = self.child_idx[self.child_ptr[p][rows] + offs]  # (P,)
-            logit = (q[rest][rows] * self.tok(self.token[sib])).sum(-1) + self.node_bias(sib)  # (P,)
+            logit = (u[rest][rows] * self.tok(self.token[sib])).sum(-1)  # (P,)
             mx = logit.new_full((len(rest),), float("-inf")).scatter_reduce(0, rows, logit.detach(), "amax")
             z = logit.new_zeros(len(rest)).index_add(0, rows, (logit - mx[rows]).exp())
             out = out.index_put((rest,), mx + z.log())
@@ -193,9 +197,9 @@ class FacetHead(nn.Module):
             ok = (path[:, d] < len(self.branch)).nonzero().squeeze(1)
             if not len(ok): break
             node = self.branch[path[ok, d]]  # (m,)
-            qo = q[ok]
-            own = (qo * self.tok(self.token[node])).sum(-1) + self.node_bias(node)  # (m,)
-            out = out.index_add(0, ok, self._lse_children(qo, self.parent[node]) - own)
+            u = self.context(q[ok], node)  # (m, D): one context per row serves the target and all its siblings
+            own = (u * self.tok(self.token[node])).sum(-1)  # (m,)
+            out = out.index_add(0, ok, self._lse_children(u, self.parent[node]) - own)
         return out
 
 
@@ -252,7 +256,11 @@ class TransRecSub(SeqRecModel):
         return self.facet_scores_of(self.user_states(seqs))
 
     def facet_scores_of(self, h: Tensor) -> dict[str, Tensor]:  # (B, D) -> {facet: (B, N+1)}
-        return {f: torch.cat([self.heads[f].item_logp(self.heads[f].q(c)) for c in h.split(self.cfg.score_chunk)]) for f in FACETS}
+        out = {}
+        for f, head in self.heads.items():
+            bias = head.node_bias(head.branch)  # the same for every chunk of users: computed once
+            out[f] = torch.cat([head.item_logp(head.q(c), bias) for c in h.split(self.cfg.score_chunk)])
+        return out
 
     def score_items(self, states: Tensor, lo: int, hi: int) -> Tensor:  # (B, D) -> (B, hi - lo)
         "Aggregated grounded score $\\sum_f w_f \\log p_f(\\mathrm{id}_f(i))$ of items lo..hi-1 (`score_all`: all of them); item 0 is -inf."
