@@ -485,14 +485,15 @@ paper_grid_markdown("paper_main_toys.yaml", PAPER_OURS)
 
 # %% [markdown]
 # **On Toys the paper-faithful SAGERec is behind the strongest baselines, as on Beauty** (seeds in the table's last
-# column: SAGERec and SASRec at seeds 0–4, the baselines at seeds 0–3). CL4SRec (ICLRec
-# reading) leads the baselines at NDCG@10 0.0466, then SINE (0.0382) and DSSRec (0.0380), all above SAGERec under the
-# paper's recipe (0.0304) and its no-graph SASRec (0.0311); BERT4Rec (0.0259), GRU4Rec (0.0252), Caser (0.0211), S3-Rec
-# (0.0133) and BPR (0.0122) are below it. The paper puts SAGERec first on Toys, NDCG@10 5.4% above CL4SRec; here
-# CL4SRec is 53% above SAGERec. Under our best recipe every SAGERec configuration is ahead of every baseline (SAGERec +
-# text, fixed edges: 0.0685, five seeds). DSSRec's seed 0 reached the 200-epoch cap of `configs/toys.yaml` (seeds 1
-# to 3 stopped early at 130, 189 and 160 epochs), so its mean is if anything low. The missing seeds and TransRec
-# (substitute) are in the compute plan.
+# column: SAGERec, SASRec, BPR, Caser and SINE at seeds 0–4, GRU4Rec, BERT4Rec, S3-Rec, CL4SRec and DSSRec at seeds 0–3,
+# TransRec (substitute) at seed 0 only). CL4SRec (ICLRec reading) leads the baselines at NDCG@10 0.0466, then TransRec
+# (substitute, one seed: 0.0430), SINE (0.0380) and DSSRec (0.0380), all above SAGERec under the paper's recipe (0.0304)
+# and its no-graph SASRec (0.0311); BERT4Rec (0.0259), GRU4Rec (0.0252), Caser (0.0207), S3-Rec (0.0133) and BPR
+# (0.0123) are below it. The paper puts SAGERec first on Toys, NDCG@10 5.4% above CL4SRec; here CL4SRec is 53% above
+# SAGERec. Under our best recipe every SAGERec configuration is ahead of every baseline (SAGERec + text, fixed edges:
+# 0.0685, five seeds). DSSRec's seed 0 reached the 200-epoch cap of `configs/toys.yaml` (seeds 1 to 3 stopped early at
+# 130, 189 and 160 epochs), so its mean is if anything low. TransRec (substitute) ran 81 epochs (best at 61). The
+# missing seeds are in the compute plan.
 
 # %% [markdown]
 # **Tables 3–4, ML-1M** (`paper_main_ml-1m.yaml`):
