@@ -1,6 +1,9 @@
 # %% [markdown]
 # # Parameters
 # > One check for the parameters of every notebook run (papermill `-p`, `-f` YAML, or the Python API): unknown names with a suggestion, types, ranges and choices, all reported together before any work starts.
+#
+# This is a library notebook: papermill runs the experiment notebooks that call this check (`nbs/train.ipynb` and
+# the others with a `parameters` cell), not this one, so it has no `parameters` cell of its own.
 
 # %%
 #| default_exp params

@@ -1,6 +1,9 @@
 # %% [markdown]
 # # Running a notebook
 # > `python -m sagerec.run`: papermill's run of a notebook, with papermill's arguments, that stops quietly on Ctrl-C: the running cell is interrupted, the kernel shut down cleanly, and one line says where the run is and how to go on.
+#
+# This is a library notebook: the runner it builds executes the experiment notebooks (those with a `parameters`
+# cell, such as `nbs/train.ipynb`); papermill never runs this notebook itself, so it has no `parameters` cell.
 
 # %%
 #| default_exp run
