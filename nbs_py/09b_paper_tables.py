@@ -469,9 +469,10 @@ def plot_plugin(long: pd.DataFrame,                    # from `plugin_frame`
         sns.barplot(long[long.metric == m], x="model", y="value", hue="graph", hue_order=bars, errorbar="sd", capsize=0.1,
                     err_kws={"linewidth": 1}, ax=ax)
         ax.set(title=m, xlabel="", ylabel="test value" if ax is axes[0][0] else "")
-        if ax is not axes[0][-1]: ax.get_legend().remove()
-        else: ax.legend(fontsize=8, frameon=False)
-    fig.suptitle(title); fig.tight_layout()
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()  # one legend for the figure, below the panels, where it covers no bar
+    fig.legend(handles, labels, loc="lower center", ncol=len(bars), frameon=False, fontsize=9)
+    fig.suptitle(title); fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -488,6 +489,8 @@ pl.groupby(["graph", "metric"])["value"].mean().unstack()
 
 # %%
 test_eq(len(pl), 3 * 5 * 4); test_eq(set(pl.graph), set(PLUGIN_GRAPHS.values()))
+test_eq([t.get_text() for t in fig.legends[0].get_texts()], list(PLUGIN_GRAPHS.values()))  # one figure legend, every bar kind
+assert all(ax.get_legend() is None for ax in fig.axes)  # and none inside a panel
 assert pl[pl.graph == "learned graph"].value.mean() > pl[pl.graph == "without"].value.mean()
 test_eq(len(plugin_frame(fake.assign(variant="caser+graph"))), 0)  # models outside `models` are left out
 test_eq(plugin_frame(fake.head(1).assign(variant="bert4rec+fixed_graph"))[["model", "graph"]].iloc[0].tolist(), ["bert4rec", "fixed graph"])

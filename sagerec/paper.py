@@ -229,7 +229,7 @@ def edge_weight_table(done: pd.DataFrame,  # from `grid_table`: the finished run
     out = t.groupby("label", sort=False)[list(num)].mean()
     return out.assign(mode=t.groupby("label", sort=False)["mode"].first(), seeds=t.groupby("label", sort=False)["seed"].nunique())
 
-# %% ../nbs/09b_paper_tables.ipynb #6b64d42e
+# %% ../nbs/09b_paper_tables.ipynb #8784df33
 PLUGIN_GRAPHS = {"": "without", "+graph": "learned graph", "+fixed_graph": "fixed graph"}  # label suffix -> bar
 
 def plugin_frame(done: pd.DataFrame,                    # from `grid_table`: labels '<model>', '<model>+graph', '<model>+fixed_graph'
@@ -261,9 +261,10 @@ def plot_plugin(long: pd.DataFrame,                    # from `plugin_frame`
         sns.barplot(long[long.metric == m], x="model", y="value", hue="graph", hue_order=bars, errorbar="sd", capsize=0.1,
                     err_kws={"linewidth": 1}, ax=ax)
         ax.set(title=m, xlabel="", ylabel="test value" if ax is axes[0][0] else "")
-        if ax is not axes[0][-1]: ax.get_legend().remove()
-        else: ax.legend(fontsize=8, frameon=False)
-    fig.suptitle(title); fig.tight_layout()
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()  # one legend for the figure, below the panels, where it covers no bar
+    fig.legend(handles, labels, loc="lower center", ncol=len(bars), frameon=False, fontsize=9)
+    fig.suptitle(title); fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 # %% ../nbs/09b_paper_tables.ipynb #b82edea1
