@@ -524,8 +524,8 @@ paper_grid_markdown("paper_ablation_beauty.yaml", ("(A) full",), claim=("(A) ful
 # learned layer loses** (`nbs/paper.ipynb`, "What the learned edge MLP
 # does with the graph" and the table after it). The layer divides the edge weights by the weighted degrees, so their
 # scale cancels; what counts is how large the propagated term is against the raw row it is added to. Under the
-# paper's recipe the learned MLP shrinks it to 5% of the raw row (seed 0; to 3e-6 under the published-level BCE and
-# to 19% under our best recipe), with weights unrelated to the text cosines (Spearman 0.03–0.10), while the fixed
+# paper's recipe the learned MLP shrinks it to 1.5% of the raw row (seed 0; to 2e-8 under the published-level BCE and
+# to 13% under our best recipe), with weights unrelated to the text cosines (Spearman 0.03–0.11), while the fixed
 # layer keeps it at about 0.6: given the choice, the model turns the graph off, as the learned gate did. **The graph
 # dropouts are what make it do so.** Trained with both off (20% of edges and half the nodes dropped per step in the
 # paper; `configs/grids/graph_weights.yaml`, seeds 0–2), the learned layer propagates as much as the fixed one (median
