@@ -327,7 +327,7 @@ test_markdown("sampled100")
 # level: +1% at @10 (0.1268 / 0.2305), −2% / −5% at @20 (NDCG@20 0.1501 against 0.1533, Recall@20 0.3228 against
 # 0.3389); the best configuration (text feature + graph, d = 64, seed 0) reaches 0.1270 / 0.2332 and is *below* the
 # no-graph variant at d = 64 (0.1312 / 0.2420, −3% / −4%). Fixed cosine edges, first on Beauty and Toys, are *last*
-# of the graph rows here (seed 0): NDCG@10 0.1182 / Recall@10 0.2158 (−6% / −6% against the no-graph variant), and
+# of the best-recipe rows here (seed 0): NDCG@10 0.1182 / Recall@10 0.2158 (−6% / −6% against the no-graph variant), and
 # 0.1185 / 0.2164 with the text feature at d = 64 (−10% / −11% against 0.1312 / 0.2420). ML-1M's targets are well seen in training (the rarest
 # third of test targets has up to 212 training interactions; on Beauty, up to 7), so there are few rare targets for
 # the graph or the text to place: on ML-1M neither helps in our runs (one seed each; seeds 1–4 are in
