@@ -202,8 +202,14 @@ from sagerec.embed import item_embeddings
 from sagerec.graph import build_graph
 from sagerec.model import build_model
 from sagerec.paper import edge_weight_summary
-from sagerec.report import load_run
+from sagerec.core import SageRecError
+from sagerec.report import load_run, run_row
 from sagerec.training import load_checkpoint
+
+def test_ndcg10(folder: Path) -> float:
+    "A run folder's test NDCG@10 (full ranking, history masked); NaN if it has none."
+    try: return run_row(load_run(folder))["ndcg@10"]
+    except SageRecError: return float("nan")
 
 EDGE_CASES = {"(A) learned, paper recipe": "beauty-sagerec-s0-constlr", "(B) fixed, paper recipe": "beauty-abl-fixed-edges-s0",
               "learned, published-level BCE": "beauty-recipe-l2zero-neg100-sagerec-s0",
@@ -218,9 +224,7 @@ if dataset == "beauty" and os.environ.get("SAGEREC_DATA") and found:
         if key not in graphs: graphs[key] = build_graph(beauty_emb, k=p["k"], tau=p["tau"])
         model = build_model("sagerec", beauty_ds.n_items, p["model_config"], graphs[key])
         load_checkpoint(RUNS / v / "best.pt", model)
-        published = load_run(RESULTS / v)["metrics"] if (RESULTS / v / "metrics.json").exists() else {}
-        rows[k] = {"run": v, "test NDCG@10": run["metrics"].get("test", {}).get("full-masked", {}).get("ndcg@10"),
-                   "published NDCG@10": published.get("test", {}).get("full-masked", {}).get("ndcg@10"),
+        rows[k] = {"run": v, "test NDCG@10": test_ndcg10(RUNS / v), "published NDCG@10": test_ndcg10(RESULTS / v),
                    "code": p.get("environment", {}).get("git_commit", "?")[:7], **edge_weight_summary(model)}
     edge_summary = pd.DataFrame(rows).T
     show(edge_summary.drop(columns=["edges"]).round(3))
@@ -419,10 +423,8 @@ elif len(have) < 2:
 else:
     for k, v in CASE.items():
         m = load_run(RUNS / v)["metrics"] if (RUNS / v / "metrics.json").exists() else {}
-        pub = load_run(RESULTS / v)["metrics"] if (RESULTS / v / "metrics.json").exists() else {}
-        ndcg = lambda r: r.get("test", {}).get("full-masked", {}).get("ndcg@10", float("nan"))
         print(f"{k}: {v}, {'finished' if 'test' in m else 'NOT finished'}: {m.get('epochs_run', '?')} epochs, best epoch "
-              f"{m.get('best_epoch', '?')}, test NDCG@10 {ndcg(m):.4f} (the published run: {ndcg(pub):.4f})")
+              f"{m.get('best_epoch', '?')}, test NDCG@10 {test_ndcg10(RUNS / v):.4f} (the published run: {test_ndcg10(RESULTS / v):.4f})")
 
 # %%
 #| slow
