@@ -162,9 +162,11 @@ class SINE(SeqRecModel):
         p_t_k = torch.softmax(self.wk2(h).masked_fill(~m[..., None], float("-inf")), dim=2)  # (B, T, S, K)
         w = p_k_t * p_t_k * m[..., None]  # (B, T, S, K)
         phi = self.ln3(torch.einsum("btsk,bsd->btkd", w, x))  # (B, T, K, D) interest embeddings
-        xhat = torch.einsum("btsk,btkd->btsd", p_k_t, cu)  # (B, T, S, D) positions rebuilt from their intentions
-        g = torch.softmax(self.w6(torch.tanh(self.w5(xhat))).squeeze(-1).masked_fill(~m, float("-inf")), dim=-1)  # (B, T, S)
-        xh = self.ln4(torch.einsum("bts,btsd->btd", g, xhat))  # (B, T, D) predicted intention of the next item
+        # X^hat_t = sum_k P_k|t C^u_k is linear in the K prototypes, so X^hat W_5 = P_k|t (C^u W_5) and g^T X^hat = (g^T P_k|t) C^u:
+        # the (B, T, S, D) tensor X^hat is never built and W_5 multiplies K rows per prefix instead of S
+        xw5 = torch.einsum("btsk,btkd->btsd", p_k_t, self.w5(cu))  # (B, T, S, D) = X^hat W_5
+        g = torch.softmax(self.w6(torch.tanh(xw5)).squeeze(-1).masked_fill(~m, float("-inf")), dim=-1)  # (B, T, S)
+        xh = self.ln4(torch.einsum("btk,btkd->btd", torch.einsum("bts,btsk->btk", g, p_k_t), cu))  # (B, T, D) predicted intention of the next item
         p_k_u = torch.softmax(torch.einsum("btd,btkd->btk", xh, phi) / self.cfg.tau, dim=-1)  # (B, T, K)
         e = torch.einsum("btk,btkd->btd", p_k_u, phi) * valid[:, q, None]  # (B, T, D), 0 at padding
         return dict(concept_scores=s, active=idx, p_k_t=p_k_t, p_t_k=p_t_k, interests=phi, p_k_u=p_k_u, user=e)
@@ -244,6 +246,25 @@ with torch.no_grad():
 test_close(full[1, 3], alone[0, -1], eps=1e-5)
 with torch.no_grad(): test_close(model.encode_last(seqs, model.item_emb.weight), full[:, -1], eps=1e-5)  # the scoring shortcut
 test_eq(full[0, :2], torch.zeros(2, 8))  # padding columns are 0
+
+# %% [markdown]
+# **Aggregation without $\hat X$.** Step 5 is written with $\hat X_t = \sum_k P_{k|t}C^u_k$, a (B, T, S, D) tensor; being
+# linear in the K prototypes, $\hat X W_5 = P_{k|t}(C^uW_5)$ and $g^\top\hat X = (g^\top P_{k|t})\,C^u$, which is how
+# `interests` computes it. Here the formula as written,
+# from the returned intermediates, against the model's output:
+
+# %%
+with torch.no_grad():
+    cu = model.concepts[out["active"]] * torch.sigmoid(out["concept_scores"].gather(-1, out["active"]))[..., None]  # (B, T, K, D)
+    xhat = torch.einsum("btsk,btkd->btsd", out["p_k_t"], cu)  # (B, T, S, D), built
+    mask = prefix_mask(seqs != 0)
+    g = torch.softmax(model.w6(torch.tanh(model.w5(xhat))).squeeze(-1).masked_fill(~mask, float("-inf")), dim=-1)
+    xh = model.ln4(torch.einsum("bts,btsd->btd", g, xhat))
+    p_k_u = torch.softmax(torch.einsum("btd,btkd->btk", xh, out["interests"]) / cfg.tau, dim=-1)
+(p_k_u - out["p_k_u"]).abs().max()
+
+# %%
+test_close(p_k_u, out["p_k_u"], eps=1e-5)
 
 # %% [markdown]
 # **Scores and loss through the contract.** The covariance regulariser is zero for mutually uncorrelated prototypes

@@ -53,7 +53,7 @@ def prefix_softmax(logits: Tensor, mask: Tensor) -> Tensor:  # (B, S[, K]), (B, 
     m = mask if logits.ndim == 2 else mask[..., None]
     return torch.softmax(x.masked_fill(~m, float("-inf")), dim=2)
 
-# %% ../nbs/15_sine.ipynb #f7b59976
+# %% ../nbs/15_sine.ipynb #cb3c5c23
 @register_model("sine", paper="Tan et al., Sparse-Interest Network for Sequential Recommendation, WSDM 2021")
 class SINE(SeqRecModel):
     "SINE (Tan et al., WSDM 2021): sparse top-K concept activation, K interest embeddings, interest aggregation."
@@ -97,9 +97,11 @@ class SINE(SeqRecModel):
         p_t_k = torch.softmax(self.wk2(h).masked_fill(~m[..., None], float("-inf")), dim=2)  # (B, T, S, K)
         w = p_k_t * p_t_k * m[..., None]  # (B, T, S, K)
         phi = self.ln3(torch.einsum("btsk,bsd->btkd", w, x))  # (B, T, K, D) interest embeddings
-        xhat = torch.einsum("btsk,btkd->btsd", p_k_t, cu)  # (B, T, S, D) positions rebuilt from their intentions
-        g = torch.softmax(self.w6(torch.tanh(self.w5(xhat))).squeeze(-1).masked_fill(~m, float("-inf")), dim=-1)  # (B, T, S)
-        xh = self.ln4(torch.einsum("bts,btsd->btd", g, xhat))  # (B, T, D) predicted intention of the next item
+        # X^hat_t = sum_k P_k|t C^u_k is linear in the K prototypes, so X^hat W_5 = P_k|t (C^u W_5) and g^T X^hat = (g^T P_k|t) C^u:
+        # the (B, T, S, D) tensor X^hat is never built and W_5 multiplies K rows per prefix instead of S
+        xw5 = torch.einsum("btsk,btkd->btsd", p_k_t, self.w5(cu))  # (B, T, S, D) = X^hat W_5
+        g = torch.softmax(self.w6(torch.tanh(xw5)).squeeze(-1).masked_fill(~m, float("-inf")), dim=-1)  # (B, T, S)
+        xh = self.ln4(torch.einsum("btk,btkd->btd", torch.einsum("bts,btsk->btk", g, p_k_t), cu))  # (B, T, D) predicted intention of the next item
         p_k_u = torch.softmax(torch.einsum("btd,btkd->btk", xh, phi) / self.cfg.tau, dim=-1)  # (B, T, K)
         e = torch.einsum("btk,btkd->btd", p_k_u, phi) * valid[:, q, None]  # (B, T, D), 0 at padding
         return dict(concept_scores=s, active=idx, p_k_t=p_k_t, p_t_k=p_t_k, interests=phi, p_k_u=p_k_u, user=e)
