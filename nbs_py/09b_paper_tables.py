@@ -88,6 +88,16 @@ def missing_line(missing: pd.DataFrame,  # the second frame of `grid_table`
                    + "; ".join(f"{l} (seed{'s' * (',' in s)} {s})" for l, s in per.items()) + ".")
     return "\n\n".join(out)
 
+def capped_line(done: pd.DataFrame,  # the first frame of `grid_table`
+               ) -> str:
+    "One sentence naming the published runs that the epoch cap ended, not early stopping (their rows may be low); '' if none."
+    capped = done[[m.get("stop_reason") == "max_epochs" for m in done["metrics"]]]
+    if not len(capped): return ""
+    per = capped.groupby("label", sort=False).apply(
+        lambda g: ", ".join(f"seed {r.seed}: best epoch {r.best_epoch} of {r.epochs_run}" for r in g.itertuples()), include_groups=False)
+    return ("Ended by the epoch cap, not by early stopping (these rows may be low): "
+            + "; ".join(f"{l} ({s})" for l, s in per.items()) + ".")
+
 
 # %% [markdown]
 # A fake results folder for the lessons below: three methods on one dataset, five seeds each, with known metrics
@@ -130,6 +140,17 @@ test_eq(len(done), 15); test_eq(missing["run"].tolist(), ["x-d-s0"]); test_eq(se
 print(missing_line(missing))
 test_eq(missing_line(missing), "Not run yet (1 run, `python tools/grid.py run configs/grids/grid.yaml --jobs 2`): BERT4Rec (seed 0).")
 test_eq(missing_line(missing.iloc[:0]), "Every run of the grid is published.")
+
+# %% [markdown]
+# `capped_line` names the published runs that stopped at the epoch cap instead of by early stopping: a row still
+# improving when training ended may be low, and a reader should see so under the table.
+
+# %%
+capped = done.copy()
+capped.at[3, "metrics"] = {**capped.at[3, "metrics"], "stop_reason": "max_epochs"}  # one run ended by the cap
+print(capped_line(capped))
+test_eq(capped_line(capped), f"Ended by the epoch cap, not by early stopping (these rows may be low): {capped.at[3, 'label']} (seed {capped.at[3, 'seed']}: best epoch 10 of 30).")
+test_eq(capped_line(done), "")
 test_eq(grid_path("paper_main_beauty.yaml").parent.name, "grids")
 test_fail(lambda: grid_path("no_such_grid.yaml"), contains="No grid file")
 

@@ -35,7 +35,7 @@ import pandas as pd
 
 from sagerec.core import project_root, runs_dir, save_fig
 from sagerec.data import load_dataset
-from sagerec.paper import (ablation_order, cold_table, compute_plan, efficiency_table, format_paper_table, grid_table, missing_line, paper_table,
+from sagerec.paper import (ablation_order, capped_line, cold_table, compute_plan, efficiency_table, format_paper_table, grid_table, missing_line, paper_table,
                            plot_plugin, plugin_frame)
 from sagerec.report import METRICS
 
@@ -115,7 +115,7 @@ def results_table(ds: str, protocol: str = "full-masked") -> None:
         if len(tests): show(tests[["ours", "metric", "vs", "gain", "p", "seeds", "significant"]].round({"gain": 4})
                             .assign(p=lambda d: d["p"].map("{:.2g}".format)).set_index(["ours", "metric"]))
     else: print("no published run yet")
-    if protocol == "full-masked": print(missing_line(missing))
+    if protocol == "full-masked": print(capped_line(done) or "No run was ended by the epoch cap.", missing_line(missing), sep="\n")
 
 for ds in DATASETS: results_table(ds)
 
@@ -179,7 +179,7 @@ for ds in DATASETS:
         show(format_paper_table(summ, tests))
         show(ablation_order(summ, best="(A) full", worst="(D) random graph"))
     else: print("no published run yet")
-    print(missing_line(missing))
+    print(capped_line(done) or "No run was ended by the epoch cap.", missing_line(missing), sep="\n")
 
 # %% [markdown]
 # ### What the learned edge MLP does with the graph (Beauty, seed 0)

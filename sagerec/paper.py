@@ -20,13 +20,13 @@ from .core import check, project_root
 from .report import METRICS, load_run, paired_test, run_row, seed_summary
 
 # %% auto #0
-__all__ = ['PLUGIN_GRAPHS', 'COLD_RULE', 'grid_path', 'grid_runs', 'grid_table', 'missing_line', 'fake_run', 'paper_table',
-           'format_paper_table', 'load_published', 'published_comparison', 'ablation_order', 'edge_weight_summary',
-           'edge_weight_table', 'plugin_frame', 'plot_plugin', 'efficiency_row', 'efficiency_table', 'compute_plan',
-           'pick_cold_items', 'cold_split', 'cold_users', 'text_rows', 'cold_metrics', 'cold_table', 'checkpoint_table',
-           'embedding_cosines']
+__all__ = ['PLUGIN_GRAPHS', 'COLD_RULE', 'grid_path', 'grid_runs', 'grid_table', 'missing_line', 'capped_line', 'fake_run',
+           'paper_table', 'format_paper_table', 'load_published', 'published_comparison', 'ablation_order',
+           'edge_weight_summary', 'edge_weight_table', 'plugin_frame', 'plot_plugin', 'efficiency_row',
+           'efficiency_table', 'compute_plan', 'pick_cold_items', 'cold_split', 'cold_users', 'text_rows',
+           'cold_metrics', 'cold_table', 'checkpoint_table', 'embedding_cosines']
 
-# %% ../nbs/09b_paper_tables.ipynb #02afd45f
+# %% ../nbs/09b_paper_tables.ipynb #86152fe3
 def grid_path(grid: Path | str) -> Path:
     "A grid file: a path as given, or a bare file name (`paper_main_toys.yaml`) looked up in the project's `configs/grids/`."
     path = Path(grid)
@@ -77,6 +77,16 @@ def missing_line(missing: pd.DataFrame,  # the second frame of `grid_table`
         out.append(f"Not run yet ({len(m)} run{'s' * (len(m) > 1)}, `python tools/grid.py run configs/grids/{grid} --jobs 2`): "
                    + "; ".join(f"{l} (seed{'s' * (',' in s)} {s})" for l, s in per.items()) + ".")
     return "\n\n".join(out)
+
+def capped_line(done: pd.DataFrame,  # the first frame of `grid_table`
+               ) -> str:
+    "One sentence naming the published runs that the epoch cap ended, not early stopping (their rows may be low); '' if none."
+    capped = done[[m.get("stop_reason") == "max_epochs" for m in done["metrics"]]]
+    if not len(capped): return ""
+    per = capped.groupby("label", sort=False).apply(
+        lambda g: ", ".join(f"seed {r.seed}: best epoch {r.best_epoch} of {r.epochs_run}" for r in g.itertuples()), include_groups=False)
+    return ("Ended by the epoch cap, not by early stopping (these rows may be low): "
+            + "; ".join(f"{l} ({s})" for l, s in per.items()) + ".")
 
 # %% ../nbs/09b_paper_tables.ipynb #cfdae6d5
 def fake_run(folder: Path | str, name: str, dataset: str = "beauty", variant: str = "sagerec", seed: int = 0,
