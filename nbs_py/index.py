@@ -395,8 +395,8 @@ def models_markdown(ds: str = "beauty") -> Markdown:
     pub = published_comparison(done, load_published((project_root() or Path.cwd().parent) / "configs" / "reference" / "published.yaml", ds))
     for r in pub.itertuples():
         tab.loc[r.label, r.metric] += f" ({r.published:.4f}, {r.difference:+.0%})"
-    note = ("\n\nIn brackets: the published value and our difference from it." + (f" {capped_line(done)}" if capped_line(done) else "")
-            + (f" {missing_line(missing)}" if len(missing) else ""))
+    note = " ".join(filter(None, ["\n\nIn brackets: the published value and our difference from it.", capped_line(done),
+                                  missing_line(missing) if len(missing) else ""]))
     return Markdown(tab.reset_index().to_markdown(index=False, disable_numparse=True) + note)
 
 models_markdown()
@@ -478,7 +478,7 @@ def paper_grid_markdown(grid: str, ours: tuple[str, ...], claim: tuple[str, str]
             parts.append(f"{pair[0]} against {pair[1]}, NDCG@10 change per seed: "
                          + format_changes(seed_changes(done, *pair, label="label")) + ".")
     else: parts.append("(no published run yet)")
-    if capped_line(done): parts.append(capped_line(done))
+    if cap := capped_line(done): parts.append(cap)
     if len(missing): parts.append(missing_line(missing))
     return Markdown("\n\n".join(parts))
 
@@ -571,7 +571,7 @@ paper_grid_markdown("paper_ablation_ml-1m.yaml", ("(A) full",), claim=("(A) full
 # fixed cosine weights (B) lead at @10 (NDCG@10 0.1021 against 0.0998 for the full model (A) and 0.0984 for (C)), the
 # full model at @20 (Recall@20 0.2940 against 0.2865 for (B) and 0.2837 for (C)). The random graph (D) is fourth on
 # every metric (NDCG@10 4% below (C)) and no position embedding (E) last (8% below (C)): the position embedding matters
-# more on ML-1M's long sequences than any graph. So neither of the paper's claims holds at this seed: (A) is not best
+# more on ML-1M's long sequences than any graph in this run. So neither of the paper's claims holds at this seed: (A) is not best
 # at @10, and (D) is not worst.
 
 # %% [markdown]
