@@ -91,7 +91,9 @@ def test_ctrl_c_in_training_is_one_line_and_the_same_command_resumes(tmp_path):
     run = tmp_path / "runs" / "ctrlc"
     p = _start(tmp_path, *cmd)
     t0 = time.time()
-    while not (run / "last.pt").exists() and p.poll() is None and time.time() - t0 < 600: time.sleep(0.2)
+    # metrics.json is written just after last.pt at the end of an epoch: waiting for it (not for last.pt) makes sure
+    # the Ctrl-C below falls after a finished epoch's bookkeeping on a loaded machine too
+    while not (run / "metrics.json").exists() and p.poll() is None and time.time() - t0 < 600: time.sleep(0.2)
     assert p.poll() is None, p.communicate()[1][-3000:]
     os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
     out, err = p.communicate(timeout=300)
