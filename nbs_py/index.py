@@ -508,16 +508,20 @@ paper_grid_markdown("paper_main_toys.yaml", PAPER_OURS)
 paper_grid_markdown("paper_main_ml-1m.yaml", PAPER_OURS)
 
 # %% [markdown]
-# Of the baselines, ML-1M has BPR, GRU4Rec, Caser and BERT4Rec at seed 0 so far (one seed each: a direction, not a
-# test). GRU4Rec, with its softmax over the whole catalogue (`configs/models/gru4rec.yaml`), is far ahead of the
-# paper-recipe SASRec and SAGERec (NDCG@10 0.1221 against 0.0988 for both, seeds 0–1; Recall@20 0.3268 against 0.2873
-# and 0.2904) and close to our best-recipe SASRec (0.1256 / 0.3389). Both train with a softmax (GRU4Rec's over every item,
-# the best recipe's over 1,024 sampled negatives) where the paper's recipe has BCE with one negative per position: on
-# ML-1M's long sequences the loss counts for more here than the choice of a GRU or a Transformer.
-# BERT4Rec (0.0896), Caser (0.0865) and BPR (0.0201) are below the paper-recipe SASRec. Caser was still improving when
-# the 200-epoch cap of `configs/ml-1m.yaml` ended it (the line under the table), so its row is if anything low; GRU4Rec
-# and BERT4Rec stopped early (164 and 171 epochs, best at 144 and 151). The other baselines' seed 0 is next in the
-# queue (`paper_main_ml-1m.yaml`).
+# Of the baselines, ML-1M has GRU4Rec, Caser, BERT4Rec, S3-Rec and DSSRec at seed 0 and BPR at seeds 0 and 1 so far
+# (one or two seeds: a direction, not a test). GRU4Rec, with its softmax over the whole catalogue
+# (`configs/models/gru4rec.yaml`), is far ahead of the paper-recipe SASRec and SAGERec (NDCG@10 0.1221 against 0.0988
+# for both, seeds 0–1; Recall@20 0.3268 against 0.2873 and 0.2904) and close to our best-recipe SASRec (0.1256 / 0.3389).
+# Both train with a softmax (GRU4Rec's over every item, the best recipe's over 1,024 sampled negatives) where the paper's
+# recipe has BCE with one negative per position: on ML-1M's long sequences the loss counts for more here than the choice
+# of a GRU or a Transformer. S3-Rec (0.0932 / 0.2814, after 100 pre-training epochs), BERT4Rec (0.0896), Caser (0.0865)
+# and DSSRec (0.0620 / 0.1977) are below the paper-recipe SASRec, and BPR far below (0.0249 over its two seeds). BPR's
+# two seeds are far apart (0.0201 and 0.0296): seed 0 stopped early at epoch 23 with its best at epoch 3, seed 1 was
+# still improving at the 200-epoch cap of `configs/ml-1m.yaml`, so the mean is if anything low; Caser too reached the
+# cap (the line under the table). GRU4Rec, BERT4Rec, S3-Rec and DSSRec stopped early (164, 171, 146 and 170 epochs, best
+# at 144, 151, 126 and 150). CL4SRec, SINE and TransRec (substitute) have no finished ML-1M run yet; SINE's seed 0 is
+# running at about two minutes an epoch (its interest tensors hold every prefix of a row, so they grow with the square
+# of ML-1M's 165 positions).
 
 # %% [markdown]
 # **Table 5, ablations** under the paper's recipe (`configs/<dataset>.yaml`, constant LR): (A) full SAGERec, (B) fixed
