@@ -520,8 +520,8 @@ paper_grid_markdown("paper_main_ml-1m.yaml", PAPER_OURS)
 # still improving at the 200-epoch cap of `configs/ml-1m.yaml`, so the mean is if anything low; Caser too reached the
 # cap (the line under the table). GRU4Rec, BERT4Rec, S3-Rec and DSSRec stopped early (164, 171, 146 and 170 epochs, best
 # at 144, 151, 126 and 150). CL4SRec, SINE and TransRec (substitute) have no finished ML-1M run yet; SINE's seed 0 is
-# running at about two minutes an epoch (its interest tensors hold every prefix of a row, so they grow with the square
-# of ML-1M's 165 positions).
+# running, slowly: its interest tensors hold every prefix of a row, so their size grows with the square of ML-1M's 165
+# positions (50 on Beauty).
 
 # %% [markdown]
 # **Table 5, ablations** under the paper's recipe (`configs/<dataset>.yaml`, constant LR): (A) full SAGERec, (B) fixed
