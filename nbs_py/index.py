@@ -579,12 +579,12 @@ paper_grid_markdown("paper_ablation_ml-1m.yaml", ("(A) full",), claim=("(A) full
                     pair=("(A) full", "(C) no graph"))
 
 # %% [markdown]
-# ML-1M has seeds 0–2 of (A) to (D) and seeds 0–1 of (E) (two or three seeds: a direction, not a test). The graph
+# ML-1M has seeds 0–2 of every row (three seeds: a direction, not a test). The graph
 # rows lead no graph (C) by a little: the full model (A) is first on three metrics (Recall@10 0.1909, Recall@20 0.2907,
 # NDCG@20 0.1250) and fixed cosine weights (B) on NDCG@10 (0.1004 against 0.0998 for (A) and 0.0982 for (C)), all
 # within a standard deviation of each other; (A) against (C) is +1%, −1% and +5% at seeds 0, 1 and 2 (NDCG@10; the line
 # under the table). The random graph (D) is fourth (NDCG@10 0.0957) and no position embedding (E) last on every metric
-# (0.0940, Recall@20 0.2710). So neither of the paper's claims holds exactly on these seeds: (A) is best on three
+# (0.0954, Recall@20 0.2731). So neither of the paper's claims holds exactly on these seeds: (A) is best on three
 # metrics but not on NDCG@10, and the worst row is (E), not (D). Two of the
 # seed-1 runs, (B) and (E), reached the 200-epoch cap (best epochs 192 and 182; the capped line).
 
