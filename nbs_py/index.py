@@ -322,16 +322,17 @@ test_markdown("sampled100")
 # +8%, p = 0.001 and 2e-4), and the best configuration (text feature + graph, d = 64, five seeds) reaches NDCG@10
 # 0.0643 ± 0.0004 / Recall@10 0.1093 ± 0.0020 against 0.0587 / 0.0959 for the no-graph variant at d = 64: +9.5% NDCG@10
 # (p = 1e-4), +14% Recall@10 (p = 7e-4), +11% / +16% at @20 (p = 2e-4 / 8e-4), and +5.5% NDCG@10 over SAGERec under
-# the same recipe (p = 0.001). On ML-1M under the best recipe (seed 0)
-# the no-graph variant reaches NDCG@10 0.1256 / Recall@10 0.2285 (paper settings: 0.0984 / 0.1863), and SAGERec is
-# level: +1% at @10 (0.1268 / 0.2305), −2% / −5% at @20 (NDCG@20 0.1501 against 0.1533, Recall@20 0.3228 against
-# 0.3389); the best configuration (text feature + graph, d = 64, seed 0) reaches 0.1270 / 0.2332 and is *below* the
+# the same recipe (p = 0.001). On ML-1M under the best recipe (seeds 0–2) the no-graph variant reaches NDCG@10
+# 0.1277 / Recall@20 0.3431 (paper recipe, five seeds: 0.0997 / 0.2872), and SAGERec is level: NDCG@10 0.1290 (+1%;
+# +1%, 0%, +2% at seeds 0–2), Recall@20 0.3343 (−3%; its seed 2 reached the 200-epoch cap, best at epoch 199); the
+# best configuration (text feature + graph, d = 64, seed 0) reaches 0.1270 / 0.2332 and is *below* the
 # no-graph variant at d = 64 (0.1312 / 0.2420, −3% / −4%). Fixed cosine edges, first on Beauty and Toys, are *last*
 # of the best-recipe rows here (seed 0): NDCG@10 0.1182 / Recall@10 0.2158 (−6% / −6% against the no-graph variant), and
 # 0.1185 / 0.2164 with the text feature at d = 64 (−10% / −11% against 0.1312 / 0.2420). ML-1M's targets are well seen in training (the rarest
 # third of test targets has up to 212 training interactions; on Beauty, up to 7), so there are few rare targets for
-# the graph or the text to place: on ML-1M neither helps in our runs (one seed each; seeds 1–4 are in
-# `configs/grids/paper_main_ml-1m.yaml`, about 45 min of one core per run).
+# the graph or the text to place: on ML-1M neither helps in our runs (three seeds for SASRec and SAGERec under the
+# best recipe, one for the other best-recipe rows; the rest are in `configs/grids/paper_main_ml-1m.yaml`, 50–70 min
+# of one core per run when two run side by side).
 #
 # **Speed** (`nbs/bench_train.ipynb`: this 2-core CPU, fastest of three epochs after a warm-up one, SAGERec and the
 # no-graph variant in the same trainer). One torch thread per run was faster here than two, so one thread is quoted:
