@@ -331,8 +331,8 @@ test_markdown("sampled100")
 # 0.1185 / 0.2164 with the text feature at d = 64 (−10% / −11% against 0.1312 / 0.2420). ML-1M's targets are well seen in training (the rarest
 # third of test targets has up to 212 training interactions; on Beauty, up to 7), so there are few rare targets for
 # the graph or the text to place: on ML-1M neither helps in our runs (three seeds for SASRec and SAGERec under the
-# best recipe, one for the other best-recipe rows; the rest are in `configs/grids/paper_main_ml-1m.yaml`, 50–70 min
-# of one core per run when two run side by side).
+# best recipe, one for the other best-recipe rows; the rest are in `configs/grids/paper_main_ml-1m.yaml`, 0.7–0.9 h
+# of one core per run, as measured in the compute plan of `nbs/paper.ipynb`).
 #
 # **Speed** (`nbs/bench_train.ipynb`: this 2-core CPU, fastest of three epochs after a warm-up one, SAGERec and the
 # no-graph variant in the same trainer). One torch thread per run was faster here than two, so one thread is quoted:
