@@ -199,6 +199,7 @@ class _Watch:
     "Ctrl-C during a run: the first interrupts the kernel (or stops before the next cell), a second stops waiting."
     def __init__(self, km_class):
         self.km_class, self.presses, self.cell, self.n_cells, self.run_folder, self._line = km_class, 0, None, None, None, ""
+        self.replied_error: str | None = None
     def on_signal(self, signum, frame):
         self.presses += 1
         if self.presses == 1: interrupt_kernel(self.km_class.launched); return
@@ -207,6 +208,8 @@ class _Watch:
     def on_cell_start(self, cell, cell_index):
         self.cell = cell_index
         if self.presses: raise _NoNextCell()  # pressed between cells: no next cell
+    def on_cell_error(self, cell, cell_index, execute_reply):  # the kernel's execute reply names the cell's error
+        self.replied_error = ((execute_reply or {}).get("content") or {}).get("ename")
     def write(self, text: str):  # papermill's `stdout_file`: the notebook's printed output, as it comes
         text = self._line + text
         for m in RUN_FOLDER.finditer(text): self.run_folder = m.group(1).strip()
@@ -234,9 +237,14 @@ def stopped_message(run_folder: str | None, cwd: str | Path | None = None, cell:
     where = f" at cell {cell + 1}" + (f" of {n_cells}" if n_cells else "") if cell is not None else ""
     return f"Stopped by Ctrl-C{where}" + (f"; the notebook so far is in {output}." if output else ".")
 
-def _interrupted(e: BaseException) -> bool:
+def _interrupted(e: BaseException, replied_error: str | None = None) -> bool:
     "`e` is the end of a run stopped by Ctrl-C: a KeyboardInterrupt here, or the cell's KeyboardInterrupt in the kernel."
-    return isinstance(e, (KeyboardInterrupt, _NoNextCell)) or getattr(e, "ename", None) == "KeyboardInterrupt"
+    if isinstance(e, (KeyboardInterrupt, _NoNextCell)): return True
+    ename = getattr(e, "ename", None)
+    # papermill names the error from the cell's error output; when that output never reached the notebook (the kernel
+    # replied before its IOPub message was read, as on a loaded machine) it says "CellExecutionError" with no traceback,
+    # and the kernel's execute reply, kept by `_Watch.on_cell_error`, is what names the error
+    return ename == "KeyboardInterrupt" or (ename == "CellExecutionError" and replied_error == "KeyboardInterrupt")
 
 def _dead_kernel(e: BaseException) -> bool:
     from nbclient.exceptions import DeadKernelError
@@ -257,9 +265,10 @@ def run_notebook(notebook: str | Path, output: str | Path, parameters: dict | No
     try:
         return pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel_name, cwd=cwd,
                                    progress_bar=progress_bar, log_output=log_output, stdout_file=watch,
-                                   kernel_manager_class=km_class, on_cell_start=watch.on_cell_start, **papermill_kwargs)
+                                   kernel_manager_class=km_class, on_cell_start=watch.on_cell_start,
+                                   on_cell_error=watch.on_cell_error, **papermill_kwargs)
     except BaseException as e:
-        if (watch.presses or isinstance(e, KeyboardInterrupt)) and _interrupted(e):
+        if (watch.presses or isinstance(e, KeyboardInterrupt)) and _interrupted(e, watch.replied_error):
             raise Interrupted(stopped_message(watch.run_folder, cwd, watch.cell, _n_cells(output), str(output))) from None
         if _dead_kernel(e) and (text := Path(log).read_text(errors="replace").strip()):  # the kernel's own last words say why
             note = f"The kernel's own output:\n{text}"
@@ -340,6 +349,27 @@ for m in msgs: print(m.replace(str(d), "<tmp>"))
 assert "last.pt" in msgs[0] and "start the run" in msgs[1] and "cell 17 of 26" in msgs[2]
 test_eq([m.group(1) for m in RUN_FOLDER.finditer("x\nrun folder: runs/beauty-sasrec-s0 (resume)  device: cpu\n")], ["runs/beauty-sasrec-s0"])
 shutil.rmtree(d)
+
+# %% [markdown]
+# Which errors count as Ctrl-C. The interrupted cell normally leaves a `KeyboardInterrupt` error output, and papermill
+# raises its `PapermillExecutionError` with that name. On a loaded machine the kernel's execute reply can come back
+# before its error output is read; the cell then has no error output, and papermill's error says only
+# `CellExecutionError`, with an empty traceback. The name the kernel replied with, which `_Watch.on_cell_error` keeps,
+# decides then: a `KeyboardInterrupt` is a Ctrl-C, any other error stays the cell's own error.
+
+# %%
+from papermill.exceptions import PapermillExecutionError
+def pm_error(ename): return PapermillExecutionError(0, 10, "train()", ename, "", [])
+cases = {"cell output KeyboardInterrupt": _interrupted(pm_error("KeyboardInterrupt")),
+         "output lost, reply KeyboardInterrupt": _interrupted(pm_error("CellExecutionError"), "KeyboardInterrupt"),
+         "output lost, reply ValueError": _interrupted(pm_error("CellExecutionError"), "ValueError"),
+         "cell output ValueError": _interrupted(pm_error("ValueError"), "ValueError")}
+cases
+
+# %%
+test_eq(list(cases.values()), [True, True, False, False])
+w = _Watch(None); w.on_cell_error(None, 3, {"content": {"status": "error", "ename": "KeyboardInterrupt"}})
+test_eq(w.replied_error, "KeyboardInterrupt")
 
 # %%
 #| hide

@@ -91,7 +91,7 @@ def interrupt_kernel(km: AsyncKernelManager | None) -> bool:
         return True
     except OSError: return False
 
-# %% ../nbs/00c_run.ipynb #c8b318c3
+# %% ../nbs/00c_run.ipynb #fd4cc7e2
 EXIT_INTERRUPTED = 130  # the shell's exit code for a program stopped by Ctrl-C (128 + SIGINT)
 RUN_FOLDER = re.compile(r"^run folder: (.+?)(?= \(|  |\s*$)", re.M)  # the line the train notebook prints before any work
 
@@ -105,6 +105,7 @@ class _Watch:
     "Ctrl-C during a run: the first interrupts the kernel (or stops before the next cell), a second stops waiting."
     def __init__(self, km_class):
         self.km_class, self.presses, self.cell, self.n_cells, self.run_folder, self._line = km_class, 0, None, None, None, ""
+        self.replied_error: str | None = None
     def on_signal(self, signum, frame):
         self.presses += 1
         if self.presses == 1: interrupt_kernel(self.km_class.launched); return
@@ -113,6 +114,8 @@ class _Watch:
     def on_cell_start(self, cell, cell_index):
         self.cell = cell_index
         if self.presses: raise _NoNextCell()  # pressed between cells: no next cell
+    def on_cell_error(self, cell, cell_index, execute_reply):  # the kernel's execute reply names the cell's error
+        self.replied_error = ((execute_reply or {}).get("content") or {}).get("ename")
     def write(self, text: str):  # papermill's `stdout_file`: the notebook's printed output, as it comes
         text = self._line + text
         for m in RUN_FOLDER.finditer(text): self.run_folder = m.group(1).strip()
@@ -140,9 +143,14 @@ def stopped_message(run_folder: str | None, cwd: str | Path | None = None, cell:
     where = f" at cell {cell + 1}" + (f" of {n_cells}" if n_cells else "") if cell is not None else ""
     return f"Stopped by Ctrl-C{where}" + (f"; the notebook so far is in {output}." if output else ".")
 
-def _interrupted(e: BaseException) -> bool:
+def _interrupted(e: BaseException, replied_error: str | None = None) -> bool:
     "`e` is the end of a run stopped by Ctrl-C: a KeyboardInterrupt here, or the cell's KeyboardInterrupt in the kernel."
-    return isinstance(e, (KeyboardInterrupt, _NoNextCell)) or getattr(e, "ename", None) == "KeyboardInterrupt"
+    if isinstance(e, (KeyboardInterrupt, _NoNextCell)): return True
+    ename = getattr(e, "ename", None)
+    # papermill names the error from the cell's error output; when that output never reached the notebook (the kernel
+    # replied before its IOPub message was read, as on a loaded machine) it says "CellExecutionError" with no traceback,
+    # and the kernel's execute reply, kept by `_Watch.on_cell_error`, is what names the error
+    return ename == "KeyboardInterrupt" or (ename == "CellExecutionError" and replied_error == "KeyboardInterrupt")
 
 def _dead_kernel(e: BaseException) -> bool:
     from nbclient.exceptions import DeadKernelError
@@ -163,9 +171,10 @@ def run_notebook(notebook: str | Path, output: str | Path, parameters: dict | No
     try:
         return pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel_name, cwd=cwd,
                                    progress_bar=progress_bar, log_output=log_output, stdout_file=watch,
-                                   kernel_manager_class=km_class, on_cell_start=watch.on_cell_start, **papermill_kwargs)
+                                   kernel_manager_class=km_class, on_cell_start=watch.on_cell_start,
+                                   on_cell_error=watch.on_cell_error, **papermill_kwargs)
     except BaseException as e:
-        if (watch.presses or isinstance(e, KeyboardInterrupt)) and _interrupted(e):
+        if (watch.presses or isinstance(e, KeyboardInterrupt)) and _interrupted(e, watch.replied_error):
             raise Interrupted(stopped_message(watch.run_folder, cwd, watch.cell, _n_cells(output), str(output))) from None
         if _dead_kernel(e) and (text := Path(log).read_text(errors="replace").strip()):  # the kernel's own last words say why
             note = f"The kernel's own output:\n{text}"
