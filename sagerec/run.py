@@ -91,7 +91,7 @@ def interrupt_kernel(km: AsyncKernelManager | None) -> bool:
         return True
     except OSError: return False
 
-# %% ../nbs/00c_run.ipynb #fd4cc7e2
+# %% ../nbs/00c_run.ipynb #35c8a44b
 EXIT_INTERRUPTED = 130  # the shell's exit code for a program stopped by Ctrl-C (128 + SIGINT)
 RUN_FOLDER = re.compile(r"^run folder: (.+?)(?= \(|  |\s*$)", re.M)  # the line the train notebook prints before any work
 
@@ -105,7 +105,7 @@ class _Watch:
     "Ctrl-C during a run: the first interrupts the kernel (or stops before the next cell), a second stops waiting."
     def __init__(self, km_class):
         self.km_class, self.presses, self.cell, self.n_cells, self.run_folder, self._line = km_class, 0, None, None, None, ""
-        self.replied_error: str | None = None
+        self.replied_error: str | None = None; self.replied_value = ""
     def on_signal(self, signum, frame):
         self.presses += 1
         if self.presses == 1: interrupt_kernel(self.km_class.launched); return
@@ -115,7 +115,8 @@ class _Watch:
         self.cell = cell_index
         if self.presses: raise _NoNextCell()  # pressed between cells: no next cell
     def on_cell_error(self, cell, cell_index, execute_reply):  # the kernel's execute reply names the cell's error
-        self.replied_error = ((execute_reply or {}).get("content") or {}).get("ename")
+        content = (execute_reply or {}).get("content") or {}
+        self.replied_error, self.replied_value = content.get("ename"), str(content.get("evalue", ""))
     def write(self, text: str):  # papermill's `stdout_file`: the notebook's printed output, as it comes
         text = self._line + text
         for m in RUN_FOLDER.finditer(text): self.run_folder = m.group(1).strip()
@@ -176,14 +177,22 @@ def run_notebook(notebook: str | Path, output: str | Path, parameters: dict | No
     except BaseException as e:
         if (watch.presses or isinstance(e, KeyboardInterrupt)) and _interrupted(e, watch.replied_error):
             raise Interrupted(stopped_message(watch.run_folder, cwd, watch.cell, _n_cells(output), str(output))) from None
-        if _dead_kernel(e) and (text := Path(log).read_text(errors="replace").strip()):  # the kernel's own last words say why
-            note = f"The kernel's own output:\n{text}"
-            if hasattr(e, "add_note"): e.add_note(note)  # shown after the traceback (Python >= 3.11)
-            else: print(note, file=sys.stderr)
+        _explain(e, watch, log)
         raise
     finally:
         if main: signal.signal(signal.SIGINT, previous)
         Path(log).unlink(missing_ok=True)
+
+def _explain(e: BaseException, watch: _Watch, log: str | Path | None = None):
+    "Add to `e` what papermill's error leaves out: a dead kernel's own output, or the kernel's reply to a cell whose error output was lost."
+    note = None
+    if _dead_kernel(e) and log and (text := Path(log).read_text(errors="replace").strip()):  # its last words say why
+        note = f"The kernel's own output:\n{text}"
+    elif getattr(e, "ename", None) == "CellExecutionError" and not getattr(e, "traceback", None) and watch.replied_error:
+        note = f"The cell's error output did not reach the notebook; the kernel replied: {watch.replied_error}: {watch.replied_value}"
+    if note is None: return
+    if hasattr(e, "add_note"): e.add_note(note)  # shown after the traceback (Python >= 3.11)
+    else: print(note, file=sys.stderr)
 
 def _n_cells(output) -> int | None:
     try:
