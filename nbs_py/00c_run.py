@@ -206,7 +206,7 @@ class _Watch:
         for name in ("papermill", "nbclient", "asyncio", "traitlets"): logging.getLogger(name).disabled = True
         raise KeyboardInterrupt  # papermill shuts the kernel down (and kills it after 5 s); its log stays in the file
     def on_cell_start(self, cell, cell_index):
-        self.cell = cell_index
+        self.cell, self.replied_error, self.replied_value = cell_index, None, ""  # a reply names only its own cell's error
         if self.presses: raise _NoNextCell()  # pressed between cells: no next cell
     def on_cell_error(self, cell, cell_index, execute_reply):  # the kernel's execute reply names the cell's error
         content = (execute_reply or {}).get("content") or {}

@@ -91,7 +91,7 @@ def interrupt_kernel(km: AsyncKernelManager | None) -> bool:
         return True
     except OSError: return False
 
-# %% ../nbs/00c_run.ipynb #35c8a44b
+# %% ../nbs/00c_run.ipynb #dee065a3
 EXIT_INTERRUPTED = 130  # the shell's exit code for a program stopped by Ctrl-C (128 + SIGINT)
 RUN_FOLDER = re.compile(r"^run folder: (.+?)(?= \(|  |\s*$)", re.M)  # the line the train notebook prints before any work
 
@@ -112,7 +112,7 @@ class _Watch:
         for name in ("papermill", "nbclient", "asyncio", "traitlets"): logging.getLogger(name).disabled = True
         raise KeyboardInterrupt  # papermill shuts the kernel down (and kills it after 5 s); its log stays in the file
     def on_cell_start(self, cell, cell_index):
-        self.cell = cell_index
+        self.cell, self.replied_error, self.replied_value = cell_index, None, ""  # a reply names only its own cell's error
         if self.presses: raise _NoNextCell()  # pressed between cells: no next cell
     def on_cell_error(self, cell, cell_index, execute_reply):  # the kernel's execute reply names the cell's error
         content = (execute_reply or {}).get("content") or {}
