@@ -327,14 +327,14 @@ test_markdown("sampled100")
 # (+0.7%, paired p = 0.44; +1%, 0%, +2%, +2%, −2% at seeds 0–4), Recall@20 0.3336 (−2.9%, p = 0.06; behind at four of
 # the five seeds), Recall@10 and NDCG@20 within 1% (p = 0.87 and 0.35). Two of its seeds (2 and 3) reached the
 # 200-epoch cap with their best at epochs 199 and 185, so its row may be a little low; the
-# best configuration (text feature + graph, d = 64, seed 0) reaches 0.1270 / 0.2332 and is *below* the
-# no-graph variant at d = 64 at the same seed (0.1312 / 0.2420, −3% / −4%; that row's seed 1 gives 0.1258 / 0.2327,
-# so over seeds 0–1 it is 0.1285 / 0.2373, level with the d = 128 row). Fixed cosine edges, first on Beauty and Toys, are *last*
+# best configuration (text feature + graph, d = 64, seed 0) reaches NDCG@10 / Recall@10 0.1270 / 0.2332 and is *below*
+# the no-graph variant at d = 64 at the same seed (0.1312 / 0.2420, −3% / −4%; that row's seed 1 gives 0.1258 / 0.2327,
+# so over seeds 0–1 it is 0.1285 / 0.2373, level with the no-graph row at the dataset's d = 50). Fixed cosine edges, first on Beauty and Toys, are *last*
 # of the best-recipe rows here (seed 0): NDCG@10 0.1182 / Recall@10 0.2158 (−6% / −6% against the no-graph variant at seed 0), and
 # 0.1185 / 0.2164 with the text feature at d = 64 (−10% / −11% against 0.1312 / 0.2420, seed 0). ML-1M's targets are well seen in training (the rarest
 # third of test targets has up to 212 training interactions; on Beauty, up to 7), so there are few rare targets for
 # the graph or the text to place: on ML-1M neither helps in our runs (five seeds for SASRec and SAGERec under the
-# best recipe, two for SASRec at d = 64, one for the other best-recipe rows; the rest are in `configs/grids/paper_main_ml-1m.yaml`, 0.7–0.9 h
+# best recipe, two for SASRec at d = 64, one for the other best-recipe rows; the rest are in `configs/grids/paper_main_ml-1m.yaml`, 0.63–0.75 h
 # of one core per run, as measured in the compute plan of `nbs/paper.ipynb`).
 #
 # **Speed** (`nbs/bench_train.ipynb`: this 2-core CPU, fastest of three epochs after a warm-up one, SAGERec and the
